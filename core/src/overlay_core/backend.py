@@ -1,0 +1,85 @@
+"""What a backend is, and what the agent hands it.
+
+A backend is a class registered in the entry point group ``overlay.backends`` under its
+``Backend.Type`` name. The agent loads only the configured one, instantiates it with the
+``Node`` and registers the instance as a pluggy plugin, so its ``@hookimpl`` methods receive
+the events in ``overlay_core.hookspecs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .config import NetworkConfig
+    from .dataplane.netlink import Netlink
+    from .lease import Lease
+
+
+@dataclass(frozen=True)
+class ExternalInterface:
+    """The interface peers reach this node on, and the addresses it advertises."""
+
+    name: str
+    index: int
+    mtu: int
+    address: IPv4Address | None = None
+    address_v6: IPv6Address | None = None
+    public_ip: IPv4Address | None = None
+    public_ipv6: IPv6Address | None = None
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """What a backend wants advertised in the lease, and the MTU pods should use."""
+
+    backend_type: str
+    mtu: int
+    backend_data: Any = None
+    backend_v6_data: Any = None
+
+
+@dataclass
+class Node:
+    """This node as the hooks see it. ``lease`` is None until the lease is acquired."""
+
+    config: NetworkConfig
+    iface: ExternalInterface
+    netlink: Netlink
+    lease: Lease | None = None
+    mtu: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend:
+    """Base class for backends: set ``type`` and implement hooks as ``@hookimpl`` methods.
+
+    ``type`` is the ``Backend.Type`` string users write (lower case). Leases whose
+    ``BackendType`` differs from ``lease_type`` (default: ``type``) are not delivered.
+    """
+
+    type: ClassVar[str] = ""
+    lease_type: ClassVar[str | None] = None
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.options = self.parse_options(node.config)
+
+    @classmethod
+    def parse_options(cls, config: NetworkConfig) -> Any:
+        """Check the ``Backend`` options of ``config``; raise ``ConfigError`` when invalid.
+
+        Called offline by ``overlay-core config check`` and at startup before any hook.
+        Returns the backend's parsed options (stored as ``self.options``), or None.
+        """
+        return None
+
+    @classmethod
+    def advertised_type(cls) -> str:
+        return cls.type if cls.lease_type is None else cls.lease_type
+
+    def accepts(self, lease: Lease) -> bool:
+        """Whether a peer lease belongs to this backend's network."""
+        return lease.attrs.backend_type == self.advertised_type()

@@ -1,0 +1,261 @@
+"""``overlay-core``: run the agent (Flannel's flags), list backends, check configs, run the lab.
+
+``overlay-core run`` takes flanneld's flags with the same names and defaults, in ``--x``,
+``-x`` and ``--x=v`` forms; each flag not given on the command line is read from
+``FLANNELD_<NAME>`` (upper case, ``-`` → ``_``) when that variable is non-empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+from .errors import OverlayError
+
+LOGGER = logging.getLogger("overlay.cli")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "t", "true", "yes", "y", "on"):
+        return True
+    if value in ("0", "f", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true or false)")
+
+
+# name, default, type (None = string, "bool", int, "list" for repeatable), help
+RUN_FLAGS = [
+    ("etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379", None, "comma-separated etcd endpoints"),
+    ("etcd-prefix", "/coreos.com/network", None, "etcd prefix of the network"),
+    ("etcd-keyfile", "", None, "TLS client key file"),
+    ("etcd-certfile", "", None, "TLS client certificate file"),
+    ("etcd-cafile", "", None, "TLS CA bundle"),
+    ("etcd-username", "", None, "etcd username"),
+    ("etcd-password", "", None, "etcd password"),
+    ("iface", [], "list", "interface name or IP to use (repeatable, tried in order)"),
+    ("iface-regex", [], "list", "regex over interface IPs, then names (repeatable)"),
+    ("iface-can-reach", "", None, "use the interface that routes to this IP"),
+    ("subnet-file", "/run/flannel/subnet.env", None, "where to write the subnet environment"),
+    ("public-ip", "", None, "IPv4 address other nodes reach this one on"),
+    ("public-ipv6", "", None, "IPv6 address other nodes reach this one on"),
+    ("subnet-lease-renew-margin", 60, int, "renew the lease this many minutes before expiry (1-1439)"),
+    ("ip-masq", False, "bool", "masquerade traffic leaving the cluster network"),
+    ("ip-masq-fully-random-disable", False, "bool", "masquerade without --random-fully"),
+    ("iptables-resync", 5, int, "seconds between firewall drift checks"),
+    ("iptables-forward-rules", True, "bool", "accept forwarded traffic of the network"),
+    ("healthz-ip", "0.0.0.0", None, "address of /healthz /readyz /metrics"),
+    ("healthz-port", 0, int, "port of /healthz /readyz /metrics (0: off)"),
+    ("reconcile-interval", 10, float, "seconds between desired-vs-actual reconciles"),
+]
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    for name, default, kind, help_text in RUN_FLAGS:
+        dest = name.replace("-", "_")
+        names = [f"--{name}", f"-{name}"]
+        kw: dict = {"dest": dest, "default": None, "help": f"{help_text} (default {default!r})"}
+        if kind == "bool":
+            kw.update(nargs="?", const=True, type=_bool, metavar="BOOL")
+        elif kind == "list":
+            kw.update(action="append", metavar="VALUE")
+        elif kind is not None:
+            kw.update(type=kind)
+        parser.add_argument(*names, **kw)
+    parser.add_argument("-v", "--v", dest="v", type=int, default=None, help="log verbosity (0-10)")
+
+
+def _resolve(ns: argparse.Namespace, env: dict[str, str]) -> dict:
+    """Command line wins; then FLANNELD_* variables; then the defaults."""
+    values = {}
+    for name, default, kind, _ in RUN_FLAGS:
+        dest = name.replace("-", "_")
+        value = getattr(ns, dest)
+        if value is None:
+            raw = env.get("FLANNELD_" + dest.upper(), "")
+            if raw:
+                try:
+                    if kind == "bool":
+                        value = _bool(raw)
+                    elif kind == "list":
+                        value = [raw]
+                    elif kind is not None:
+                        value = kind(raw)
+                    else:
+                        value = raw
+                except (ValueError, argparse.ArgumentTypeError):
+                    raise OverlayError(f"FLANNELD_{dest.upper()}={raw!r} is not a valid {name}") from None
+        values[dest] = default if value is None else value
+    verbosity = ns.v if ns.v is not None else env.get("FLANNELD_V", "0")
+    try:
+        values["v"] = int(verbosity)
+    except ValueError:
+        raise OverlayError(f"FLANNELD_V={verbosity!r} is not a number") from None
+    return values
+
+
+def build_options(values: dict):
+    from .agent import AgentOptions
+    from .etcd import EtcdOptions
+    from .iface import IfaceOptions
+
+    endpoints = tuple(e for e in values["etcd_endpoints"].split(",") if e)
+    return AgentOptions(
+        etcd=EtcdOptions(
+            endpoints=endpoints,
+            cafile=values["etcd_cafile"],
+            certfile=values["etcd_certfile"],
+            keyfile=values["etcd_keyfile"],
+            username=values["etcd_username"],
+            password=values["etcd_password"],
+        ),
+        prefix=values["etcd_prefix"],
+        iface=IfaceOptions(
+            ifaces=tuple(values["iface"]),
+            regexes=tuple(values["iface_regex"]),
+            can_reach=values["iface_can_reach"],
+            public_ip=values["public_ip"],
+            public_ipv6=values["public_ipv6"],
+        ),
+        subnet_file=values["subnet_file"],
+        renew_margin=values["subnet_lease_renew_margin"],
+        ip_masq=values["ip_masq"],
+        masq_fully_random=not values["ip_masq_fully_random_disable"],
+        forward_rules=values["iptables_forward_rules"],
+        healthz_ip=values["healthz_ip"],
+        healthz_port=values["healthz_port"],
+        firewall_resync=values["iptables_resync"],
+        reconcile_interval=values["reconcile_interval"],
+    )
+
+
+def setup_logging(verbosity: int) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity >= 2 else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("pyroute2", "grpc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    import trio
+
+    from .agent import run_agent
+
+    values = _resolve(ns, dict(os.environ))
+    setup_logging(values["v"])
+    options = build_options(values)
+    safe = {k: ("***" if k == "etcd_password" and v else v) for k, v in values.items()}
+    LOGGER.info("overlay-core %s starting: %s", __version__, safe)
+    trio.run(run_agent, options)
+    LOGGER.info("exiting cleanly")
+    return 0
+
+
+def cmd_backends(ns: argparse.Namespace) -> int:
+    from .plugins import installed_backends, installed_observers
+
+    backends, observers = installed_backends(), installed_observers()
+    if ns.json:
+        print(json.dumps({"backends": [vars(b) for b in backends],
+                          "plugins": [vars(p) for p in observers]}, indent=2))
+        return 0
+    if not backends:
+        print("no backends installed; install one, for example: pip install overlay-vxlan")
+    rows = [("TYPE", "DISTRIBUTION", "VERSION", "ENTRY POINT")]
+    rows += [(b.name, b.distribution, b.version, b.target) for b in backends]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if observers:
+        print("\nobserver plugins: " + ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in observers))
+    return 0
+
+
+def cmd_config_check(ns: argparse.Namespace) -> int:
+    from .config import parse_config
+    from .errors import BackendNotFoundError
+    from .plugins import load_backend_class
+
+    try:
+        text = sys.stdin.read() if ns.file == "-" else open(ns.file, encoding="utf-8").read()
+    except OSError as exc:
+        raise OverlayError(f"cannot read {ns.file}: {exc.strerror}") from None
+    config = parse_config(text)
+    parts = []
+    for rng in (config.ipv4, config.ipv6):
+        if rng is not None:
+            parts.append(f"{rng.network}: /{rng.subnet_len} subnets {rng.subnet_min} to "
+                         f"{rng.subnet_max} ({rng.capacity} nodes)")
+    note = ""
+    try:
+        load_backend_class(config.backend_type).parse_options(config)
+    except BackendNotFoundError:
+        note = " (backend not installed here: its options were not checked)"
+    print(f"OK: {'; '.join(parts)}; backend {config.backend_type}{note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="overlay-core", allow_abbrev=False,
+                                     description="Flannel-compatible overlay network agent")
+    parser.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the agent on this node", allow_abbrev=False)
+    _add_run_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    backends = sub.add_parser("backends", help="list installed backends, their packages and versions")
+    backends.add_argument("--json", action="store_true")
+    backends.set_defaults(func=cmd_backends)
+
+    config = sub.add_parser("config", help="network config tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
+    config_sub.required = True
+    check = config_sub.add_parser("check", help="validate a network config file offline ('-' for stdin)")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    from .lab.cli import add_lab_parser
+
+    add_lab_parser(sub)
+    return parser
+
+
+def _one_line(exc: BaseException) -> OverlayError | None:
+    """The user-facing error inside ``exc`` (possibly an exception group), if any."""
+    if isinstance(exc, OverlayError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _one_line(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0].startswith("-") and args[0] not in ("-h", "--help", "--version", "-version"):
+        args.insert(0, "run")  # flanneld-style invocation: flags only
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    try:
+        return ns.func(ns)
+    except KeyboardInterrupt:
+        return 0
+    except BaseException as exc:
+        found = _one_line(exc)
+        if found is None:
+            raise
+        print(f"overlay-core: error: {found}", file=sys.stderr)
+        return 1

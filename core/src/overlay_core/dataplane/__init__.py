@@ -1,0 +1,1 @@
+"""Kernel programming shared by every backend: netlink and the firewall."""

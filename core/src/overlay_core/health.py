@@ -1,0 +1,67 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP/1.1 server running as a trio task."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+LOGGER = logging.getLogger("overlay.health")
+
+MAX_REQUEST = 8192
+
+
+def _response(status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> bytes:
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable", 400: "Bad Request"}[status]
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class HealthServer:
+    """``report()`` returns ``(ready, facts)``; facts are shown as JSON on ``/readyz``."""
+
+    def __init__(self, report: Callable[[], tuple[bool, dict]], registry) -> None:
+        self.report = report
+        self.registry = registry
+
+    def answer(self, path: str) -> bytes:
+        if path == "/healthz":
+            return _response(200, b"overlay is running\n")
+        if path == "/readyz":
+            ready, facts = self.report()
+            body = json.dumps({"ready": ready, **facts}, sort_keys=True).encode() + b"\n"
+            return _response(200 if ready else 503, body, "application/json")
+        if path == "/metrics":
+            return _response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        return _response(404, b"not found\n")
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            with trio.move_on_after(5):
+                while b"\r\n\r\n" not in data and len(data) < MAX_REQUEST:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            parts = data.split(b"\r\n", 1)[0].split()
+            if len(parts) < 2:
+                reply = _response(400, b"bad request\n")
+            else:
+                reply = self.answer(parts[1].decode("latin-1").split("?", 1)[0])
+            try:
+                await stream.send_all(reply)
+            except trio.BrokenResourceError:
+                pass
+
+    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        LOGGER.info("health server on %s:%d (/healthz /readyz /metrics)", host or "*", port)
+        task_status.started()
+        await trio.serve_listeners(self.handle, listeners)

@@ -1,0 +1,275 @@
+"""The lab: namespaces, links, etcd and agents, recorded in a state file so ``down`` finds them.
+
+Layout (every address inside the lab's namespaces, none in the root namespace):
+
+    ovl-<name>-sw     bridge br0: the underlay switch
+    ovl-<name>-etcd   eth0 192.0.2.100/24, etcd on :2379
+    ovl-<name>-n<i>   eth0 192.0.2.<i>/24, one agent each (health on :9471)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from ..errors import OverlayError
+from .etcdserver import EtcdServer
+from .netns import (
+    NetnsError,
+    add_namespace,
+    connect,
+    delete_namespace,
+    http_get,
+    ip,
+    list_namespaces,
+    nsexec,
+)
+
+STATE_ROOT = "/run/overlay-lab"
+UNDERLAY = IPv4Network("192.0.2.0/24")
+ETCD_IP = IPv4Address("192.0.2.100")
+HEALTH_PORT = 9471
+PREFIX = "/coreos.com/network"
+
+
+@dataclass
+class LabNode:
+    name: str
+    ns: str
+    ip: str
+    subnet_file: str
+    log: str
+    pid: int = 0
+
+
+@dataclass
+class LabState:
+    name: str
+    backend: str = ""
+    config: dict = field(default_factory=dict)
+    etcd_pid: int = 0
+    nodes: list[LabNode] = field(default_factory=list)
+
+
+class Lab:
+    def __init__(self, name: str = "lab", state_root: str = STATE_ROOT) -> None:
+        if not name.replace("-", "").isalnum() or len(name) > 20:
+            raise OverlayError(f"lab name {name!r}: use up to 20 letters, digits or dashes")
+        self.name = name
+        self.dir = os.path.join(state_root, name)
+        self.prefix = f"ovl-{name}-"
+        self.switch = f"{self.prefix}sw"
+        self.etcd_ns = f"{self.prefix}etcd"
+        self.state = LabState(name)
+        self.etcd = EtcdServer(os.path.join(self.dir, "etcd-data"), str(ETCD_IP), netns=self.etcd_ns)
+
+    # -- state file ------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> str:
+        return os.path.join(self.dir, "state.json")
+
+    def save(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        with open(self.state_file + ".tmp", "w") as fh:
+            json.dump(asdict(self.state), fh, indent=2)
+        os.replace(self.state_file + ".tmp", self.state_file)
+
+    def load(self) -> bool:
+        try:
+            with open(self.state_file) as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return False
+        nodes = [LabNode(**n) for n in data.pop("nodes", [])]
+        self.state = LabState(**data, nodes=nodes)
+        return True
+
+    # -- building --------------------------------------------------------------------------
+
+    def _host(self, ns: str, port: str, address: str) -> None:
+        add_namespace(ns)
+        connect(ns, "eth0", self.switch, port)
+        ip("link", "set", port, "master", "br0", ns=self.switch)
+        ip("addr", "add", f"{address}/{UNDERLAY.prefixlen}", "dev", "eth0", ns=ns)
+
+    def node(self, index: int) -> LabNode:
+        return self.state.nodes[index - 1]
+
+    def add_node(self) -> LabNode:
+        index = len(self.state.nodes) + 1
+        name = f"n{index}"
+        ns = f"{self.prefix}{name}"
+        node = LabNode(name, ns, str(UNDERLAY.network_address + index),
+                       os.path.join(self.dir, name, "subnet.env"),
+                       os.path.join(self.dir, name, "agent.log"))
+        os.makedirs(os.path.dirname(node.log), exist_ok=True)
+        self._host(ns, name, node.ip)
+        self.state.nodes.append(node)
+        self.save()
+        return node
+
+    def etcdctl(self, *args: str) -> str:
+        env_cmd = ["env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={self.etcd.url}", *args]
+        return nsexec(self.etcd_ns, *env_cmd).stdout
+
+    def write_config(self, config: dict) -> None:
+        self.state.config = config
+        self.state.backend = str(config.get("Backend", {}).get("Type", "vxlan"))
+        self.etcdctl("put", f"{PREFIX}/config", json.dumps(config))
+        self.save()
+
+    def start_agent(self, node: LabNode, *extra: str) -> None:
+        cmd = [
+            "ip", "netns", "exec", node.ns, sys.executable, "-m", "overlay_core", "run",
+            f"--etcd-endpoints={self.etcd.url}", "--iface=eth0",
+            f"--subnet-file={node.subnet_file}", f"--healthz-port={HEALTH_PORT}",
+            "--healthz-ip=0.0.0.0", *extra,
+        ]
+        with open(node.log, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        node.pid = proc.pid
+        self.save()
+
+    def stop_agent(self, node: LabNode, sig: int = 15, timeout: float = 5.0) -> int | None:
+        """Signal a node's agent and wait for it; returns its exit status (None if not running)."""
+        if not node.pid:
+            return None
+        try:
+            os.kill(node.pid, sig)
+        except ProcessLookupError:
+            node.pid = 0
+            return None
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            done, raw = os.waitpid(node.pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(raw)
+                break
+            time.sleep(0.02)
+        node.pid = 0
+        self.save()
+        return status
+
+    def readyz(self, node: LabNode) -> tuple[int, dict]:
+        try:
+            status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/readyz")
+            return status, json.loads(body or b"{}")
+        except (OSError, ValueError):
+            return 0, {}
+
+    def wait_ready(self, nodes: list[LabNode] | None = None, timeout: float = 60.0) -> None:
+        pending = list(nodes or self.state.nodes)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for node in list(pending):
+                if self.readyz(node)[0] == 200:
+                    pending.remove(node)
+                elif node.pid and _exited(node.pid):
+                    raise OverlayError(f"agent on {node.name} exited; last log lines:\n{_tail(node.log)}")
+            time.sleep(0.1)
+        if pending:
+            raise OverlayError(
+                f"not ready within {timeout:.0f} s: {', '.join(n.name for n in pending)}; "
+                f"logs in {self.dir}/<node>/agent.log"
+            )
+
+    def up(self, nodes: int = 3, backend: str = "alloc", network: str = "10.5.0.0/16",
+           extra_config: dict | None = None, agent_args: tuple[str, ...] = (),
+           wait: float = 60.0) -> list[dict]:
+        if not 1 <= nodes <= 50:
+            raise OverlayError("--nodes must be between 1 and 50")
+        if not IPv4Network(network, strict=False).subnet_of(IPv4Network("10.0.0.0/8")):
+            raise OverlayError("--network must lie inside 10.0.0.0/8 (the lab's address plan)")
+        self.down()
+        os.makedirs(self.dir, exist_ok=True)
+        self.save()
+        try:
+            add_namespace(self.switch)
+            ip("link", "add", "br0", "type", "bridge", ns=self.switch)
+            ip("link", "set", "br0", "up", ns=self.switch)
+            self._host(self.etcd_ns, "etcd", str(ETCD_IP))
+            self.etcd.start(os.path.join(self.dir, "etcd.log"))
+            self.state.etcd_pid = self.etcd.process.pid if self.etcd.process else 0
+            config = {"Network": network, "Backend": {"Type": backend}}
+            config.update(extra_config or {})
+            self.write_config(config)
+            for _ in range(nodes):
+                self.start_agent(self.add_node(), *agent_args)
+            self.wait_ready(timeout=wait)
+        except BaseException:
+            self.down()
+            raise
+        return self.status()
+
+    # -- looking and tearing down --------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        if not self.load():
+            return []
+        rows = []
+        for node in self.state.nodes:
+            code, facts = self.readyz(node)
+            rows.append({
+                "node": node.name, "namespace": node.ns, "public_ip": node.ip,
+                "subnet": facts.get("subnet") or "-", "backend": facts.get("backend") or "-",
+                "peers": facts.get("peers", "-"), "ready": code == 200,
+                "agent": "running" if node.pid and not _exited(node.pid) else "stopped",
+                **{k: v for k, v in facts.items() if k not in ("subnet", "backend", "peers",
+                                                              "public_ip", "ready")},
+            })
+        return rows
+
+    def down(self) -> list[str]:
+        """Remove every namespace and process of this lab, with or without a state file."""
+        self.load()
+        removed = []
+        nodes_first = [n for n in list_namespaces(self.prefix) if n not in (self.switch, self.etcd_ns)]
+        for ns in nodes_first + [n for n in (self.etcd_ns, self.switch) if n in list_namespaces(self.prefix)]:
+            delete_namespace(ns)
+            removed.append(ns)
+        for pid in [n.pid for n in self.state.nodes] + [self.state.etcd_pid]:
+            if pid and not _exited(pid):
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        if os.path.isdir(self.dir):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.state = LabState(self.name)
+        return removed
+
+
+def _exited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return bool(done)
+    except ChildProcessError:
+        return not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+__all__ = ["Lab", "LabNode", "NetnsError"]

@@ -1,0 +1,143 @@
+"""Plugin loading and hook calling.
+
+Backends live in the entry point group ``overlay.backends`` (name = ``Backend.Type``); only the
+configured one is imported. Observer plugins live in ``overlay.plugins`` and are always
+loaded; one that fails to import is logged and skipped, it never stops the node.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .backend import Backend
+from .errors import BackendNotFoundError
+
+LOGGER = logging.getLogger("overlay.plugins")
+
+BACKEND_GROUP = "overlay.backends"
+PLUGIN_GROUP = "overlay.plugins"
+
+hookimpl = pluggy.HookimplMarker("overlay")
+
+
+@dataclass(frozen=True)
+class InstalledPlugin:
+    name: str
+    distribution: str
+    version: str
+    target: str
+
+
+def _entry_points(group: str) -> list[InstalledPlugin]:
+    found = []
+    for ep in metadata.entry_points(group=group):
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        found.append(InstalledPlugin(ep.name.lower(), dist, version, ep.value))
+    return sorted(found, key=lambda p: p.name)
+
+
+def installed_backends() -> list[InstalledPlugin]:
+    """Backends installed in this environment, read from metadata without importing them."""
+    return _entry_points(BACKEND_GROUP)
+
+
+def installed_observers() -> list[InstalledPlugin]:
+    return _entry_points(PLUGIN_GROUP)
+
+
+def load_backend_class(type_name: str) -> type[Backend]:
+    """Import the one backend named ``type_name`` (case-insensitive)."""
+    wanted = type_name.lower()
+    matches = [ep for ep in metadata.entry_points(group=BACKEND_GROUP) if ep.name.lower() == wanted]
+    if not matches:
+        names = ", ".join(p.name for p in installed_backends()) or "none"
+        raise BackendNotFoundError(
+            f"backend type {type_name!r} is not installed (installed: {names}); "
+            f"install it with: pip install overlay-{wanted}"
+        )
+    ep = matches[0]
+    dist = ep.dist.name if ep.dist else ep.value
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        raise BackendNotFoundError(
+            f"backend {wanted!r} from {dist} failed to import ({type(exc).__name__}: {exc}); "
+            f"reinstall it: pip install --force-reinstall {dist}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendNotFoundError(
+            f"entry point {wanted!r} of {dist} is {ep.value}, not an overlay_core.Backend subclass"
+        )
+    if cls.type.lower() != wanted:
+        raise BackendNotFoundError(
+            f"entry point {wanted!r} of {dist} names a backend whose type is {cls.type!r}"
+        )
+    return cls
+
+
+class PluginManager:
+    """pluggy's manager plus awaiting of ``async def`` hook implementations."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("overlay")
+        self.pm.add_hookspecs(hookspecs)
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+
+    def load_observers(self) -> list[str]:
+        """Register every plugin of ``overlay.plugins``; failing ones are logged and skipped."""
+        loaded = []
+        for ep in metadata.entry_points(group=PLUGIN_GROUP):
+            try:
+                self.register(ep.load(), name=f"{PLUGIN_GROUP}:{ep.name}")
+            except Exception as exc:
+                LOGGER.warning("skipping plugin %s (%s): %s", ep.name, ep.value, exc)
+                continue
+            loaded.append(ep.name)
+        return loaded
+
+    def _impls(self, name: str):
+        hook = getattr(self.pm.hook, name)
+        return [i for i in reversed(hook.get_hookimpls()) if not (i.hookwrapper or i.wrapper)]
+
+    async def call(self, name: str, *, firstresult: bool = False, **kwargs: Any) -> list[Any]:
+        """Call hook ``name``; await coroutine results; return the non-None results in order.
+
+        Exceptions propagate (the caller decides whether an event hook failure is fatal).
+        """
+        results = []
+        for impl in self._impls(name):
+            value = impl.function(*(kwargs[arg] for arg in impl.argnames))
+            if inspect.isawaitable(value):
+                value = await value
+            if value is not None:
+                results.append(value)
+                if firstresult:
+                    break
+        return results
+
+    async def call_each(self, name: str, on_error, **kwargs: Any) -> list[Any]:
+        """Like ``call`` but an implementation that raises is reported to ``on_error(plugin, exc)``
+        and the others still run."""
+        results = []
+        for impl in self._impls(name):
+            try:
+                value = impl.function(*(kwargs[arg] for arg in impl.argnames))
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                on_error(impl.plugin_name, exc)
+                continue
+            if value is not None:
+                results.append(value)
+        return results
