@@ -84,6 +84,9 @@ class LeaseAttrs:
         if not isinstance(data, dict):
             raise ValueError("value is not a JSON object")
         fields = {str(k).lower(): v for k, v in data.items()}
+        for name in ("publicip", "publicipv6"):
+            if fields.get(name) is not None and not isinstance(fields[name], str):
+                raise ValueError(f"{name} is not a string")
         try:
             ip = fields.get("publicip")
             public_ip = IPv4Address(ip) if ip else UNSET_IP

@@ -1,0 +1,78 @@
+"""Pure tests of the peer set: snapshot diffs, de-duplication, coalescing, ordering."""
+
+from overlay_core.etcd import KV, WatchEvent
+from overlay_core.peers import PeerSet
+
+P = "/coreos.com/network/subnets/"
+
+
+def v(ip, mac="aa:aa:aa:aa:aa:aa"):
+    return ('{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VtepMAC":"%s"}}'
+            % (ip, mac)).encode()
+
+
+def test_snapshot_reports_added_and_own_key_separately():
+    s = PeerSet(own_key="10.5.1.0-24")
+    batch, own = s.reset(10, [KV(P + "10.5.1.0-24", v("192.0.2.1"), 5), KV(P + "10.5.2.0-24", v("192.0.2.2"), 6)])
+    assert [p.key for p in batch.added] == ["10.5.2.0-24"] and not batch.removed
+    assert own.lease is not None and own.lease.key == "10.5.1.0-24"
+    assert s.revision == 10
+
+
+def test_resync_diff_reports_removed_changed_and_ignores_unchanged():
+    s = PeerSet()
+    s.reset(10, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6), KV(P + "10.5.3.0-24", v("192.0.2.3"), 7)])
+    batch, _ = s.reset(20, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 15),  # renewed, same data
+                            KV(P + "10.5.4.0-24", v("192.0.2.4"), 16)])
+    assert [p.key for p in batch.removed] == ["10.5.3.0-24"]
+    assert [p.key for p in batch.added] == ["10.5.4.0-24"] and not batch.changed
+    batch, _ = s.reset(30, [KV(P + "10.5.2.0-24", v("192.0.2.2", "bb:bb:bb:bb:bb:bb"), 25),
+                            KV(P + "10.5.4.0-24", v("192.0.2.4"), 16)])
+    assert [(o.attrs.backend_data, n.attrs.backend_data) for o, n in batch.changed] == [
+        ({"VtepMAC": "aa:aa:aa:aa:aa:aa"}, {"VtepMAC": "bb:bb:bb:bb:bb:bb"})]
+
+
+def test_malformed_key_or_value_never_empties_the_set():
+    s = PeerSet()
+    s.reset(10, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6)])
+    batch, _ = s.reset(11, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6), KV(P + "garbage", b"{}", 11)])
+    assert not batch and len(s.peers) == 1
+    batch, _ = s.apply([(12, [WatchEvent(P + "10.5.2.0-24", b"not json", 12),
+                              WatchEvent(P + "nonsense-key", v("192.0.2.9"), 12)])])
+    assert not batch and s.peers["10.5.2.0-24"].attrs.public_ip.exploded == "192.0.2.2"
+
+
+def test_renewal_with_same_data_is_no_event_but_updates_revision():
+    s = PeerSet()
+    s.reset(10, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6)])
+    batch, _ = s.apply([(11, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.2"), 11, 77)])])
+    assert not batch and s.peers["10.5.2.0-24"].revision == 11
+
+
+def test_changes_to_one_key_within_a_batch_are_coalesced():
+    s = PeerSet()
+    s.reset(10, [])
+    batch, _ = s.apply([
+        (11, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.2"), 11)]),
+        (12, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.2", "bb:bb:bb:bb:bb:bb"), 12)]),
+        (13, [WatchEvent(P + "10.5.3.0-24", v("192.0.2.3"), 13)]),
+        (14, [WatchEvent(P + "10.5.3.0-24", None, 14)]),
+    ])
+    assert [p.attrs.backend_data["VtepMAC"] for p in batch.added] == ["bb:bb:bb:bb:bb:bb"]
+    assert not batch.removed and not batch.changed and s.revision == 14
+
+
+def test_revisions_only_go_forward():
+    s = PeerSet()
+    s.reset(20, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 20)])
+    batch, _ = s.apply([(21, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.99"), 15),
+                              WatchEvent(P + "10.5.2.0-24", None, 19)])])
+    assert not batch and "10.5.2.0-24" in s.peers
+
+
+def test_delete_of_unknown_key_and_own_key_events():
+    s = PeerSet(own_key="10.5.1.0-24")
+    s.reset(10, [])
+    batch, own = s.apply([(11, [WatchEvent(P + "10.5.9.0-24", None, 11),
+                                WatchEvent(P + "10.5.1.0-24", None, 11)])])
+    assert not batch and len(own) == 1 and own[0].lease is None
