@@ -188,16 +188,16 @@ class PeerWatcher:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Snapshot, then watch forever. Never returns unless cancelled."""
         backoff = WATCH_BACKOFF_START
-        need_list = True
+        need_list = self.peer_set.revision == 0  # else resume from the revision already applied
         started = False
         while True:
             try:
                 if need_list:
                     await self.resync()
                     need_list = False
-                    if not started:
-                        started = True
-                        task_status.started()
+                if not started:
+                    started = True
+                    task_status.started()
                 await self._watch_once()
             except WatchCompacted as exc:
                 LOGGER.info("watch fell behind etcd compaction (%s); re-listing", exc)

@@ -58,10 +58,12 @@ class LabState:
 
 
 class Lab:
-    def __init__(self, name: str = "lab", state_root: str = STATE_ROOT) -> None:
+    def __init__(self, name: str = "lab", state_root: str = STATE_ROOT,
+                 env: dict[str, str] | None = None) -> None:
         if not name.replace("-", "").isalnum() or len(name) > 20:
             raise OverlayError(f"lab name {name!r}: use up to 20 letters, digits or dashes")
         self.name = name
+        self.env = env or {}
         self.dir = os.path.join(state_root, name)
         self.prefix = f"ovl-{name}-"
         self.switch = f"{self.prefix}sw"
@@ -125,16 +127,18 @@ class Lab:
         self.etcdctl("put", f"{PREFIX}/config", json.dumps(config))
         self.save()
 
-    def start_agent(self, node: LabNode, *extra: str) -> None:
+    def start_agent(self, node: LabNode, *extra: str, env: dict[str, str] | None = None) -> None:
         cmd = [
             "ip", "netns", "exec", node.ns, sys.executable, "-m", "overlay_core", "run",
-            f"--etcd-endpoints={self.etcd.url}", "--iface=eth0",
+            f"--etcd-endpoints={self.etcd.url}",
+            *([] if any(a.startswith("--iface") for a in extra) else ["--iface=eth0"]),
             f"--subnet-file={node.subnet_file}", f"--healthz-port={HEALTH_PORT}",
             "--healthz-ip=0.0.0.0", *extra,
         ]
         with open(node.log, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    env={**os.environ, **self.env, **(env or {})})
         node.pid = proc.pid
         self.save()
 
@@ -147,17 +151,20 @@ class Lab:
         except ProcessLookupError:
             node.pid = 0
             return None
+        return self.wait_exit(node, timeout)
+
+    def wait_exit(self, node: LabNode, timeout: float) -> int | None:
+        """Wait for a node's agent to exit; its exit status, or None if still running."""
         deadline = time.monotonic() + timeout
-        status = None
-        while time.monotonic() < deadline:
+        while True:
             done, raw = os.waitpid(node.pid, os.WNOHANG)
             if done:
-                status = os.waitstatus_to_exitcode(raw)
-                break
+                node.pid = 0
+                self.save()
+                return os.waitstatus_to_exitcode(raw)
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(0.02)
-        node.pid = 0
-        self.save()
-        return status
 
     def readyz(self, node: LabNode) -> tuple[int, dict]:
         try:
@@ -184,7 +191,7 @@ class Lab:
 
     def up(self, nodes: int = 3, backend: str = "alloc", network: str = "10.5.0.0/16",
            extra_config: dict | None = None, agent_args: tuple[str, ...] = (),
-           wait: float = 60.0) -> list[dict]:
+           wait: float = 60.0, start_agents: bool = True) -> list[dict]:
         if not 1 <= nodes <= 50:
             raise OverlayError("--nodes must be between 1 and 50")
         if not IPv4Network(network, strict=False).subnet_of(IPv4Network("10.0.0.0/8")):
@@ -203,8 +210,11 @@ class Lab:
             config.update(extra_config or {})
             self.write_config(config)
             for _ in range(nodes):
-                self.start_agent(self.add_node(), *agent_args)
-            self.wait_ready(timeout=wait)
+                node = self.add_node()
+                if start_agents:
+                    self.start_agent(node, *agent_args)
+            if start_agents:
+                self.wait_ready(timeout=wait)
         except BaseException:
             self.down()
             raise

@@ -1,0 +1,223 @@
+"""The core agent end to end: real etcd and real agents in network namespaces (alloc backend)."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from overlay_core.lab.lab import HEALTH_PORT, PREFIX
+from overlay_core.lab.netns import http_get, list_namespaces, nsexec
+
+pytestmark = [pytest.mark.netns, pytest.mark.etcd]
+
+
+def leases(lab) -> dict[str, dict]:
+    out = lab.etcdctl("get", "--prefix", f"{PREFIX}/subnets/", "-w", "json")
+    data = json.loads(out)
+    import base64
+
+    return {base64.b64decode(kv["key"]).decode().rsplit("/", 1)[1]: {
+        "value": json.loads(base64.b64decode(kv["value"])), "lease": kv.get("lease", 0),
+        "mod_revision": kv["mod_revision"]} for kv in data.get("kvs", [])}
+
+
+def lease_of(lab, node) -> str:
+    return next(k for k, v in leases(lab).items() if v["value"]["PublicIP"] == node.ip)
+
+
+def subnet_file(node) -> dict:
+    with open(node.subnet_file) as fh:
+        return dict(line.split("=", 1) for line in fh.read().split())
+
+
+def wait_until(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_three_nodes_get_distinct_leases_and_down_removes_everything(lab):
+    rows = lab.up(nodes=3, backend="alloc", network="10.5.0.0/16")
+    assert [r["ready"] for r in rows] == [True] * 3
+    assert len({r["subnet"] for r in rows}) == 3 and all(r["peers"] == 2 for r in rows)
+    stored = leases(lab)
+    assert len(stored) == 3
+    for node, row in zip(lab.state.nodes, rows):
+        key = row["subnet"].replace("/", "-")
+        assert stored[key]["value"] == {"PublicIP": node.ip, "PublicIPv6": None}  # alloc: no BackendType
+        assert stored[key]["lease"] != 0
+        env = subnet_file(node)
+        assert env["FLANNEL_NETWORK"] == "10.5.0.0/16" and env["FLANNEL_MTU"] == "1500"
+        assert env["FLANNEL_SUBNET"] == row["subnet"].replace(".0/24", ".1/24")
+    pids = [n.pid for n in lab.state.nodes] + [lab.state.etcd_pid]
+    lab.down()
+    assert list_namespaces(lab.prefix) == []
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+
+
+def test_down_after_a_crash_without_state_file(lab):
+    lab.up(nodes=2, backend="alloc")
+    for node in lab.state.nodes:
+        os.kill(node.pid, signal.SIGKILL)
+    os.unlink(lab.state_file)
+    removed = type(lab)(lab.name, state_root=os.path.dirname(lab.dir)).down()
+    assert len(removed) == 4 and list_namespaces(lab.prefix) == []
+
+
+def test_sigterm_exits_zero_and_restart_keeps_subnet_without_writing(lab):
+    lab.up(nodes=2, backend="alloc")
+    node = lab.node(1)
+    key = lease_of(lab, node)
+    before = leases(lab)[key]
+    assert lab.stop_agent(node, signal.SIGTERM) == 0
+    assert leases(lab)[key] == before  # lease left in place
+    lab.start_agent(node)
+    lab.wait_ready([node])
+    assert lease_of(lab, node) == key and leases(lab)[key] == before  # same subnet, not even rewritten
+    assert lab.stop_agent(node, signal.SIGINT) == 0
+
+
+def test_own_lease_deleted_is_recreated_on_the_same_subnet(lab):
+    lab.up(nodes=2, backend="alloc")
+    node = lab.node(1)
+    key = lease_of(lab, node)
+    lab.etcdctl("del", f"{PREFIX}/subnets/{key}")
+    wait_until(lambda: key in leases(lab), what="lease re-created")
+    assert leases(lab)[key]["value"]["PublicIP"] == node.ip and leases(lab)[key]["lease"] != 0
+    assert lab.readyz(node)[0] == 200
+
+
+def test_subnet_taken_over_while_running_moves_the_node(lab):
+    lab.up(nodes=2, backend="alloc")
+    node = lab.node(1)
+    key = lease_of(lab, node)
+    lab.etcdctl("put", f"{PREFIX}/subnets/{key}", '{"PublicIP":"192.0.2.99","PublicIPv6":null}')
+    wait_until(lambda: lease_of(lab, node) != key, what="node moved to another subnet")
+    new = lease_of(lab, node)
+    wait_until(lambda: subnet_file(node)["FLANNEL_SUBNET"].startswith(new.split("-")[0][:-1]),
+               what="subnet file rewritten")
+    assert leases(lab)[key]["value"]["PublicIP"] == "192.0.2.99"  # the other owner is untouched
+
+
+def test_returning_node_never_takes_a_subnet_someone_else_holds(lab):
+    lab.up(nodes=2, backend="alloc")
+    node = lab.node(1)
+    key = lease_of(lab, node)
+    lab.stop_agent(node)
+    lab.etcdctl("del", f"{PREFIX}/subnets/{key}")  # our lease expired while we were away ...
+    lab.etcdctl("put", f"{PREFIX}/subnets/{key}", '{"PublicIP":"192.0.2.77","PublicIPv6":null}')  # ... and was taken
+    lab.start_agent(node)
+    lab.wait_ready([node])
+    assert lease_of(lab, node) != key
+    assert leases(lab)[key]["value"]["PublicIP"] == "192.0.2.77"
+
+
+def test_reservation_is_used_and_keeps_no_ttl(lab):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    node = lab.node(1)
+    lab.etcdctl("put", f"{PREFIX}/subnets/10.5.77.0-24", json.dumps({"PublicIP": node.ip, "PublicIPv6": None}))
+    lab.start_agent(node)
+    lab.wait_ready([node])
+    stored = leases(lab)["10.5.77.0-24"]
+    assert stored["lease"] == 0 and subnet_file(node)["FLANNEL_SUBNET"] == "10.5.77.1/24"
+    assert lab.readyz(node)[1]["reservation"] is True
+
+
+def test_backend_change_is_refused_and_reported_on_readyz(lab):
+    lab.up(nodes=1, backend="alloc", agent_args=("--reconcile-interval=0.5",))
+    node = lab.node(1)
+    lab.etcdctl("put", f"{PREFIX}/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}')
+    wait_until(lambda: lab.readyz(node)[0] == 503, what="readyz 503")
+    facts = lab.readyz(node)[1]
+    assert "refused" in facts["conflict"] and "'vxlan'" in facts["conflict"]
+    lab.etcdctl("put", f"{PREFIX}/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}')
+    wait_until(lambda: lab.readyz(node)[0] == 200, what="ready again")
+
+
+def test_etcd_unreachable_at_start_is_retried_until_it_comes(lab):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    node = lab.node(1)
+    lab.etcd.stop(signal.SIGKILL)
+    lab.start_agent(node)
+    wait_until(lambda: "retrying" in open(node.log).read(), what="retry message")
+    assert lab.readyz(node)[0] == 503
+    lab.etcd.start(os.path.join(lab.dir, "etcd.log"))
+    lab.wait_ready([node], timeout=30)
+    assert "Traceback" not in open(node.log).read()
+
+
+@pytest.mark.parametrize("args, config, message", [
+    ((), '{"Network":"10.5.0.0/16","Backend":{"Type":"nope"}}',
+     "backend type 'nope' is not installed (installed: alloc"),
+    (("--etcd-cafile=/nonexistent/ca.pem",), None, "--etcd-cafile /nonexistent/ca.pem: file does not exist"),
+    (("--iface=wlan9",), None, "no interface matches 'wlan9'"),
+    (("--subnet-lease-renew-margin=0",), None, "out of range: use 1 to 1439 minutes"),
+    (("--public-ip=not-an-ip",), None, "--public-ip 'not-an-ip' is not an IP address"),
+])
+def test_bad_input_is_one_line_without_traceback(lab, args, config, message):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    if config:
+        lab.etcdctl("put", f"{PREFIX}/config", config)
+    node = lab.node(1)
+    lab.start_agent(node, *args)
+    assert lab.wait_exit(node, timeout=20) == 1
+    log = open(node.log).read()
+    errors = [line for line in log.splitlines() if line.startswith("overlay-core: error:")]
+    assert len(errors) == 1 and message in errors[0], log
+    assert "Traceback" not in log
+
+
+def test_flanneld_environment_variables_are_honoured(lab):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    node = lab.node(1)
+    env = {"FLANNELD_ETCD_ENDPOINTS": lab.etcd.url, "FLANNELD_IFACE": "eth0",
+           "FLANNELD_SUBNET_FILE": node.subnet_file, "FLANNELD_HEALTHZ_PORT": str(HEALTH_PORT),
+           "FLANNELD_IP_MASQ": "true"}
+    import subprocess
+    import sys
+
+    with open(node.log, "ab") as log:
+        proc = subprocess.Popen(["ip", "netns", "exec", node.ns, sys.executable, "-m", "overlay_core", "run"],
+                                env={**os.environ, **env}, stdout=log, stderr=log, start_new_session=True)
+    node.pid = proc.pid
+    lab.wait_ready([node])
+    assert subnet_file(node)["FLANNEL_IPMASQ"] == "true"
+
+
+def test_ip_masq_rules_are_flannels_and_restored_after_drift(lab):
+    lab.up(nodes=1, backend="alloc", agent_args=("--ip-masq", "--iptables-resync=1"))
+    node = lab.node(1)
+    subnet = lease_of(lab, node).replace("-", "/")
+
+    def rules():
+        return nsexec(node.ns, "nft", "list", "table", "ip", "flannel-ipv4", check=False).stdout
+
+    text = rules()
+    for line in ("meta mark & 0x00004000 == 0x00004000 return",
+                 f"ip saddr {subnet} ip daddr 10.5.0.0/16 return",
+                 f"ip saddr 10.5.0.0/16 ip daddr {subnet} return",
+                 f"ip saddr != 10.5.0.0/16 ip daddr {subnet} return",
+                 "ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+                 "ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random",
+                 "ip saddr 10.5.0.0/16 accept", "ip daddr 10.5.0.0/16 accept"):
+        assert line in text
+    nsexec(node.ns, "nft", "delete", "table", "ip", "flannel-ipv4")
+    wait_until(lambda: rules() == text, what="rules restored")
+    status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
+    assert status == 200 and b"overlay_firewall_repairs_total 1.0" in body
+    assert lab.stop_agent(node) == 0
+    assert rules() == text  # never flushed on shutdown
+
+
+def test_health_endpoints(lab):
+    lab.up(nodes=2, backend="alloc")
+    node = lab.node(1)
+    assert http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/healthz") == (200, b"overlay is running\n")
+    status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
+    assert status == 200 and b"overlay_peers 1.0" in body and b"overlay_etcd_connected 1.0" in body
+    assert http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/nope")[0] == 404
