@@ -52,6 +52,7 @@ RUN_FLAGS = [
     ("healthz-ip", "0.0.0.0", None, "address of /healthz /readyz /metrics"),
     ("healthz-port", 0, int, "port of /healthz /readyz /metrics (0: off)"),
     ("reconcile-interval", 10, float, "seconds between desired-vs-actual reconciles"),
+    ("subnet-lease-ttl", 86400, int, None),  # hidden: short leases for tests and labs
 ]
 
 
@@ -59,7 +60,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     for name, default, kind, help_text in RUN_FLAGS:
         dest = name.replace("-", "_")
         names = [f"--{name}", f"-{name}"]
-        kw: dict = {"dest": dest, "default": None, "help": f"{help_text} (default {default!r})"}
+        kw: dict = {"dest": dest, "default": None,
+                    "help": f"{help_text} (default {default!r})" if help_text else argparse.SUPPRESS}
         if kind == "bool":
             kw.update(nargs="?", const=True, type=_bool, metavar="BOOL")
         elif kind == "list":
@@ -131,6 +133,7 @@ def build_options(values: dict):
         healthz_port=values["healthz_port"],
         firewall_resync=values["iptables_resync"],
         reconcile_interval=values["reconcile_interval"],
+        lease_ttl=values["subnet_lease_ttl"],
     )
 
 

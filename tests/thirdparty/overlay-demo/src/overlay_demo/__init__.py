@@ -46,6 +46,22 @@ class DemoBackend(Backend):
         record("peers_removed", subnets=[str(p.subnet) for p in peers])
 
     @hookimpl
+    def overlay_peers_changed(self, changes):
+        record("peers_changed", data=[[o.attrs.backend_data, n.attrs.backend_data] for o, n in changes])
+
+    @hookimpl
+    def overlay_lease_renewed(self, lease, remaining):
+        record("lease_renewed", subnet=str(lease.subnet), remaining=remaining)
+
+    @hookimpl
+    def overlay_lease_lost(self, lease, reason):
+        record("lease_lost", subnet=str(lease.subnet), reason=reason)
+
+    @hookimpl
+    async def overlay_shutdown(self):
+        record("shutdown")
+
+    @hookimpl
     def overlay_store_in_sync(self, peers, initial):
         record("store_in_sync", peers=len(peers), initial=initial)
 
