@@ -12,6 +12,7 @@ from .errors import (
     StoreError,
     SubnetsExhaustedError,
 )
+from .kernel_backend import KernelBackend, PeerPlan
 from .lease import Lease, LeaseAttrs
 from .plugins import hookimpl
 
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "ExternalInterface",
     "InterfaceError",
+    "KernelBackend",
     "KernelFeatureMissingError",
     "Lease",
     "LeaseAttrs",
@@ -28,6 +30,7 @@ __all__ = [
     "NetworkConfig",
     "Node",
     "OverlayError",
+    "PeerPlan",
     "StoreError",
     "SubnetsExhaustedError",
     "__version__",

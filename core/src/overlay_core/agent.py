@@ -24,6 +24,7 @@ from . import subnetfile
 from .backend import Backend, LeaseRequest, Node
 from .config import NetworkConfig
 from .dataplane.firewall import FamilyRules, Firewall, open_firewall
+from .dataplane.monitor import monitor_kernel
 from .dataplane.netlink import Netlink
 from .errors import ConfigError, OverlayError
 from .etcd import EtcdOptions, EtcdStore, StoreUnavailable
@@ -44,6 +45,7 @@ STORE_BACKOFF_MAX = 5.0
 CONFIG_RETRY = 1.0
 RENEW_RETRY = 60.0
 SHUTDOWN_GRACE = 1.0
+RECONCILE_DEBOUNCE = 0.05
 
 
 @dataclass
@@ -201,7 +203,8 @@ class Agent:
             LOGGER.error("%s in %s failed: %s: %s", hook, plugin, type(exc).__name__, exc,
                          exc_info=LOGGER.isEnabledFor(logging.DEBUG))
             self.metrics.hook_errors.labels(hook, plugin).inc()
-            self._reconcile_now.set()
+            if hook != "overlay_reconcile":  # a failing reconcile waits for the next tick
+                self.request_reconcile()
 
         return report
 
@@ -342,10 +345,15 @@ class Agent:
 
     # -- periodic work ---------------------------------------------------------------------
 
+    def request_reconcile(self) -> None:
+        """Run the reconcile hook soon (kernel drift seen, or a peer hook failed)."""
+        self._reconcile_now.set()
+
     async def _reconcile_loop(self) -> None:
         while True:
             with trio.move_on_after(self.options.reconcile_interval):
                 await self._reconcile_now.wait()
+            await trio.sleep(RECONCILE_DEBOUNCE)  # let a burst of kernel events settle
             self._reconcile_now = trio.Event()
             self.metrics.reconciles.inc()
             await self._emit("overlay_reconcile", peers=self.accepted_peers())
@@ -427,7 +435,7 @@ class Agent:
             iface.name, iface.index, iface.mtu, iface.public_ip or "-",
             f", public IPv6 {iface.public_ipv6}" if iface.public_ipv6 else "",
         )
-        node = self.node = Node(config, iface, self.netlink)
+        node = self.node = Node(config, iface, self.netlink, metrics=self.metrics)
         self.backend = backend_cls(node)
         self.plugins.register(self.backend, name=f"backend:{backend_cls.type}")
         LOGGER.info("backend %s loaded%s", backend_cls.type,
@@ -471,6 +479,7 @@ class Agent:
             await nursery.start(watcher.run)
             nursery.start_soon(self._renew_loop)
             nursery.start_soon(self._reconcile_loop)
+            await nursery.start(monitor_kernel, node.owned_links, self.request_reconcile)
             nursery.start_soon(self._firewall_loop)
             self.phase = "running"
             self.report()

@@ -9,7 +9,7 @@ the events in ``overlay_core.hookspecs``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -29,6 +29,11 @@ class ExternalInterface:
     address_v6: IPv6Address | None = None
     public_ip: IPv4Address | None = None
     public_ipv6: IPv6Address | None = None
+    networks: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def onlink(self, ip: IPv4Address | IPv6Address | None) -> bool:
+        """True when ``ip`` is inside a subnet configured on this interface (same L2 segment)."""
+        return ip is not None and any(ip.version == n.version and ip in n for n in self.networks)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ class Node:
     netlink: Netlink
     lease: Lease | None = None
     mtu: int = 0
-    facts: dict[str, Any] = field(default_factory=dict)
+    metrics: Any = None
+    owned_links: set[int] = field(default_factory=set)  # devices whose changes trigger a reconcile
 
 
 class Backend:

@@ -27,6 +27,11 @@ IFA_F_PERMANENT = 0x80
 class Addr:
     ip: IPv4Address | IPv6Address
     flags: int = IFA_F_PERMANENT
+    prefixlen: int | None = None
+
+    @property
+    def network(self):
+        return ipaddress.ip_network(f"{self.ip}/{self.prefixlen or self.ip.max_prefixlen}", strict=False)
 
     def usable(self) -> bool:
         ip = self.ip
@@ -113,6 +118,7 @@ def _pin(link: Link, opts: IfaceOptions, v4=None, v6=None) -> ExternalInterface:
         v6 if opts.ipv6 else None,
         public if opts.ipv4 else None,
         public6 if opts.ipv6 else None,
+        tuple(a.network for a in link.addrs if a.usable() and not a.ip.is_link_local),
     )
 
 
@@ -202,7 +208,7 @@ async def read_interfaces(netlink: Netlink, can_reach: str = "") -> Snapshot:
             text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
             if text:
                 ip = ipaddress.ip_address(text.split("%")[0])
-                addrs.setdefault(msg["index"], []).append(Addr(ip, _addr_flags(msg)))
+                addrs.setdefault(msg["index"], []).append(Addr(ip, _addr_flags(msg), msg["prefixlen"]))
         links = tuple(
             Link(
                 msg.get_attr("IFLA_IFNAME"),

@@ -28,6 +28,11 @@ class Metrics:
             "overlay_hook_errors", "Hook implementations that raised", ["hook", "plugin"], registry=r
         )
         self.reconciles = Counter("overlay_reconcile_runs", "Periodic reconcile runs", registry=r)
+        self.repairs = Counter(
+            "overlay_reconcile_changes",
+            "Kernel objects set or deleted by a desired-vs-actual reconcile (drift repaired)",
+            ["object", "action"], registry=r,
+        )
         self.firewall_repairs = Counter(
             "overlay_firewall_repairs", "Firewall rule sets restored after drift", registry=r
         )

@@ -23,6 +23,34 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
 
 
+def print_matrix(matrix: dict) -> bool:
+    names = sorted({a for a, _ in matrix} | {b for _, b in matrix})
+    width = max(len(n) for n in names) + 2
+    print("ping".ljust(width) + "".join(n.ljust(width) for n in names))
+    ok = True
+    for src in names:
+        cells = []
+        for dst in names:
+            if src == dst:
+                cells.append("-")
+                continue
+            sent, got = matrix[(src, dst)]
+            ok &= sent > 0 and sent == got
+            cells.append(f"{got}/{sent}")
+        print(src.ljust(width) + "".join(c.ljust(width) for c in cells))
+    return ok
+
+
+def _option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE, for example DirectRouting=true")
+    key, raw = text.split("=", 1)
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
 def _preflight() -> None:
     if os.geteuid() != 0:
         raise OverlayError("the lab creates network namespaces: run it as root")
@@ -37,12 +65,25 @@ def cmd_lab(ns: argparse.Namespace) -> int:
     _preflight()
     lab = Lab(ns.name)
     if ns.lab_command == "up":
-        rows = lab.up(nodes=ns.nodes, backend=ns.backend, network=ns.network, wait=ns.wait)
+        from .traffic import add_pods, bandwidth, ping_matrix
+
+        rows = lab.up(nodes=ns.nodes, backend=ns.backend, network=ns.network, wait=ns.wait,
+                      ipv6=ns.ipv6, remote_nodes=ns.remote_nodes, backend_options=dict(ns.option))
         print(f"lab {ns.name!r}: etcd at {lab.etcd.url} in {lab.etcd_ns}, {len(rows)} nodes")
         print_table(rows)
+        ok = all(r["ready"] for r in rows)
+        if ns.pods:
+            for node in lab.state.nodes:
+                add_pods(lab, node, ns.pods)
+            print(f"\npods: {ns.pods} per node; ping matrix (received/sent, both families):")
+            ok &= print_matrix(ping_matrix(lab))
+            if ns.traffic and len(lab.state.nodes) >= 2:
+                print(f"\nTCP throughput (iperf3, {3} s each):")
+                for label, mbits in bandwidth(lab).items():
+                    print(f"  {label:<24} {mbits:9.0f} Mbit/s")
         print(f"\nlogs and subnet files: {lab.dir}; stop it with: overlay-core lab down"
               + (f" --name {ns.name}" if ns.name != "lab" else ""))
-        return 0 if all(r["ready"] for r in rows) else 1
+        return 0 if ok else 1
     if ns.lab_command == "status":
         rows = lab.status()
         if ns.json:
@@ -64,8 +105,17 @@ def add_lab_parser(sub) -> None:
     lab_sub.required = True
     up = lab_sub.add_parser("up", help="build the lab, start etcd and one agent per node")
     up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--backend", default="alloc", help="Backend.Type for the network config")
+    up.add_argument("--backend", default="vxlan", help="Backend.Type for the network config")
     up.add_argument("--network", default="10.5.0.0/16", help="cluster network (inside 10.0.0.0/8)")
+    up.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                    help="a Backend option (JSON value), e.g. DirectRouting=true; repeatable")
+    up.add_argument("--ipv6", choices=["dual", "only"], default="",
+                    help="dual-stack, or IPv6 only (pods from 2001:db8:10::/48)")
+    up.add_argument("--remote-nodes", type=int, default=0,
+                    help="put the last N nodes on a second L2 segment behind a router")
+    up.add_argument("--pods", type=int, default=1, help="pods per node (0: none)")
+    up.add_argument("--no-traffic", dest="traffic", action="store_false",
+                    help="skip the iperf3 bandwidth run")
     up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for readiness")
     status = lab_sub.add_parser("status", help="show every node's lease and readiness")
     status.add_argument("--json", action="store_true")

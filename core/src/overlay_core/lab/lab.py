@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from ..errors import OverlayError
 from .etcdserver import EtcdServer
@@ -33,7 +33,12 @@ from .netns import (
 
 STATE_ROOT = "/run/overlay-lab"
 UNDERLAY = IPv4Network("192.0.2.0/24")
+REMOTE_UNDERLAY = IPv4Network("198.51.100.0/24")  # a second L2 segment, behind a router
+UNDERLAY_V6 = IPv6Network("2001:db8::/64")
+REMOTE_UNDERLAY_V6 = IPv6Network("2001:db8:1::/64")
+POD_NETWORK_V6 = "2001:db8:10::/48"
 ETCD_IP = IPv4Address("192.0.2.100")
+ROUTER_HOST = 254
 HEALTH_PORT = 9471
 PREFIX = "/coreos.com/network"
 
@@ -46,6 +51,9 @@ class LabNode:
     subnet_file: str
     log: str
     pid: int = 0
+    ipv6: str = ""
+    segment: int = 0
+    pods: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +62,8 @@ class LabState:
     backend: str = ""
     config: dict = field(default_factory=dict)
     etcd_pid: int = 0
+    ipv6: bool = False
+    segments: int = 1
     nodes: list[LabNode] = field(default_factory=list)
 
 
@@ -95,24 +105,54 @@ class Lab:
 
     # -- building --------------------------------------------------------------------------
 
-    def _host(self, ns: str, port: str, address: str) -> None:
+    def _segment(self, segment: int) -> tuple[str, IPv4Network, IPv6Network]:
+        if segment == 0:
+            return "br0", UNDERLAY, UNDERLAY_V6
+        return "br1", REMOTE_UNDERLAY, REMOTE_UNDERLAY_V6
+
+    def _host(self, ns: str, port: str, host: int, segment: int = 0) -> tuple[str, str]:
+        """A namespace wired to a segment's bridge; returns its IPv4 and (lab with IPv6) IPv6."""
+        bridge, net4, net6 = self._segment(segment)
         add_namespace(ns)
         connect(ns, "eth0", self.switch, port)
-        ip("link", "set", port, "master", "br0", ns=self.switch)
-        ip("addr", "add", f"{address}/{UNDERLAY.prefixlen}", "dev", "eth0", ns=ns)
+        ip("link", "set", port, "master", bridge, ns=self.switch)
+        v4 = str(net4.network_address + host)
+        ip("addr", "add", f"{v4}/{net4.prefixlen}", "dev", "eth0", ns=ns)
+        v6 = ""
+        if self.state.ipv6:
+            v6 = str(net6.network_address + host)
+            ip("addr", "add", f"{v6}/{net6.prefixlen}", "dev", "eth0", "nodad", ns=ns)
+        if self.state.segments > 1 and host != ROUTER_HOST:
+            ip("route", "add", "default", "via", str(net4.network_address + ROUTER_HOST), ns=ns)
+            if self.state.ipv6:
+                ip("-6", "route", "add", "default", "via", str(net6.network_address + ROUTER_HOST), ns=ns)
+        return v4, v6
+
+    def _router(self) -> None:
+        """A router namespace joining the two segments (lab with --remote-nodes)."""
+        ns = f"{self.prefix}rt"
+        add_namespace(ns)
+        for segment, port in ((0, "rt0"), (1, "rt1")):
+            bridge, net4, net6 = self._segment(segment)
+            dev = f"eth{segment}"
+            connect(ns, dev, self.switch, port)
+            ip("link", "set", port, "master", bridge, ns=self.switch)
+            ip("addr", "add", f"{net4.network_address + ROUTER_HOST}/{net4.prefixlen}", "dev", dev, ns=ns)
+            if self.state.ipv6:
+                ip("addr", "add", f"{net6.network_address + ROUTER_HOST}/{net6.prefixlen}", "dev", dev,
+                   "nodad", ns=ns)
 
     def node(self, index: int) -> LabNode:
         return self.state.nodes[index - 1]
 
-    def add_node(self) -> LabNode:
+    def add_node(self, segment: int = 0) -> LabNode:
         index = len(self.state.nodes) + 1
         name = f"n{index}"
         ns = f"{self.prefix}{name}"
-        node = LabNode(name, ns, str(UNDERLAY.network_address + index),
-                       os.path.join(self.dir, name, "subnet.env"),
-                       os.path.join(self.dir, name, "agent.log"))
+        node = LabNode(name, ns, "", os.path.join(self.dir, name, "subnet.env"),
+                       os.path.join(self.dir, name, "agent.log"), segment=segment)
         os.makedirs(os.path.dirname(node.log), exist_ok=True)
-        self._host(ns, name, node.ip)
+        node.ip, node.ipv6 = self._host(ns, name, index, segment)
         self.state.nodes.append(node)
         self.save()
         return node
@@ -189,28 +229,45 @@ class Lab:
                 f"logs in {self.dir}/<node>/agent.log"
             )
 
-    def up(self, nodes: int = 3, backend: str = "alloc", network: str = "10.5.0.0/16",
+    def up(self, nodes: int = 3, backend: str = "vxlan", network: str = "10.5.0.0/16",
            extra_config: dict | None = None, agent_args: tuple[str, ...] = (),
-           wait: float = 60.0, start_agents: bool = True) -> list[dict]:
+           wait: float = 60.0, start_agents: bool = True, ipv6: str = "",
+           remote_nodes: int = 0, backend_options: dict | None = None) -> list[dict]:
+        """Build the lab. ``ipv6``: "" (IPv4 only), "dual" or "only". ``remote_nodes``: how
+        many of the last nodes sit on a second L2 segment, behind a router."""
         if not 1 <= nodes <= 50:
             raise OverlayError("--nodes must be between 1 and 50")
+        if not 0 <= remote_nodes < nodes:
+            raise OverlayError("--remote-nodes must leave at least one node on the first segment")
+        if ipv6 not in ("", "dual", "only"):
+            raise OverlayError("--ipv6 must be dual or only")
         if not IPv4Network(network, strict=False).subnet_of(IPv4Network("10.0.0.0/8")):
             raise OverlayError("--network must lie inside 10.0.0.0/8 (the lab's address plan)")
         self.down()
         os.makedirs(self.dir, exist_ok=True)
+        self.state.ipv6 = bool(ipv6)
+        self.state.segments = 2 if remote_nodes else 1
         self.save()
         try:
             add_namespace(self.switch)
-            ip("link", "add", "br0", "type", "bridge", ns=self.switch)
-            ip("link", "set", "br0", "up", ns=self.switch)
-            self._host(self.etcd_ns, "etcd", str(ETCD_IP))
+            for bridge in ("br0", "br1")[: self.state.segments]:
+                ip("link", "add", bridge, "type", "bridge", ns=self.switch)
+                ip("link", "set", bridge, "up", ns=self.switch)
+            if remote_nodes:
+                self._router()
+            self._host(self.etcd_ns, "etcd", int(ETCD_IP) - int(UNDERLAY.network_address))
             self.etcd.start(os.path.join(self.dir, "etcd.log"))
             self.state.etcd_pid = self.etcd.process.pid if self.etcd.process else 0
-            config = {"Network": network, "Backend": {"Type": backend}}
+            config: dict = {"Network": network, "Backend": {"Type": backend, **(backend_options or {})}}
+            if ipv6:
+                config.update({"EnableIPv6": True, "IPv6Network": POD_NETWORK_V6})
+            if ipv6 == "only":
+                config = {k: v for k, v in config.items() if k != "Network"}
+                config["EnableIPv4"] = False
             config.update(extra_config or {})
             self.write_config(config)
-            for _ in range(nodes):
-                node = self.add_node()
+            for i in range(nodes):
+                node = self.add_node(segment=1 if i >= nodes - remote_nodes else 0)
                 if start_agents:
                     self.start_agent(node, *agent_args)
             if start_agents:
@@ -229,8 +286,10 @@ class Lab:
         for node in self.state.nodes:
             code, facts = self.readyz(node)
             rows.append({
-                "node": node.name, "namespace": node.ns, "public_ip": node.ip,
-                "subnet": facts.get("subnet") or "-", "backend": facts.get("backend") or "-",
+                "node": node.name, "namespace": node.ns,
+                "public_ip": node.ipv6 if self.state.config.get("EnableIPv4") is False else node.ip,
+                "subnet": " ".join(filter(None, (facts.get("subnet"), facts.get("ipv6_subnet")))) or "-",
+                "backend": facts.get("backend") or "-",
                 "peers": facts.get("peers", "-"), "ready": code == 200,
                 "agent": "running" if node.pid and not _exited(node.pid) else "stopped",
                 **{k: v for k, v in facts.items() if k not in ("subnet", "backend", "peers",
@@ -242,8 +301,9 @@ class Lab:
         """Remove every namespace and process of this lab, with or without a state file."""
         self.load()
         removed = []
-        nodes_first = [n for n in list_namespaces(self.prefix) if n not in (self.switch, self.etcd_ns)]
-        for ns in nodes_first + [n for n in (self.etcd_ns, self.switch) if n in list_namespaces(self.prefix)]:
+        infra = (self.etcd_ns, f"{self.prefix}rt", self.switch)
+        nodes_first = [n for n in list_namespaces(self.prefix) if n not in infra]
+        for ns in nodes_first + [n for n in infra if n in list_namespaces(self.prefix)]:
             delete_namespace(ns)
             removed.append(ns)
         for pid in [n.pid for n in self.state.nodes] + [self.state.etcd_pid]:

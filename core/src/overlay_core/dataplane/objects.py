@@ -1,0 +1,112 @@
+"""Kernel objects a backend wants, as plain values, and the pure desired-vs-actual diff.
+
+Ownership: routes carry our route protocol ``RTPROT_OVERLAY`` and lie inside the network's
+CIDRs; neighbour and FDB entries are ours when they sit on a device the backend owns. Anything
+else is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import TypeVar, Union
+
+RTPROT_OVERLAY = 79  # route protocol marking routes we own ("proto 79" in `ip route`)
+MAIN_TABLE = 254
+
+IPAddress = Union[IPv4Address, IPv6Address]
+IPNetwork = Union[IPv4Network, IPv6Network]
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """``dst via gateway dev oif [onlink]`` in the main table, ``proto 79``."""
+
+    dst: IPNetwork
+    gateway: IPAddress | None
+    oif: int
+    onlink: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return ("route", self.dst.version, self.dst)
+
+    def __str__(self) -> str:
+        return f"route {self.dst} via {self.gateway} dev #{self.oif}{' onlink' if self.onlink else ''}"
+
+
+@dataclass(frozen=True, order=True)
+class Neighbour:
+    """A permanent neighbour (ARP/NDP) entry: ``dst lladdr`` on device ``ifindex``."""
+
+    ifindex: int
+    dst: IPAddress
+    lladdr: str
+
+    @property
+    def key(self) -> tuple:
+        return ("neigh", self.ifindex, self.dst)
+
+    def __str__(self) -> str:
+        return f"neigh {self.dst} lladdr {self.lladdr} dev #{self.ifindex}"
+
+
+@dataclass(frozen=True, order=True)
+class FdbEntry:
+    """A permanent bridge FDB entry on a VXLAN device: frames for ``lladdr`` go to ``dst``."""
+
+    ifindex: int
+    lladdr: str
+    dst: IPAddress
+
+    @property
+    def key(self) -> tuple:
+        return ("fdb", self.ifindex, self.lladdr)
+
+    def __str__(self) -> str:
+        return f"fdb {self.lladdr} dst {self.dst} dev #{self.ifindex}"
+
+
+KernelObject = Union[Route, Neighbour, FdbEntry]
+T = TypeVar("T", Route, Neighbour, FdbEntry)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What this backend owns: routes of ``proto 79`` inside ``networks``, and every permanent
+    neighbour/FDB entry on ``devices``."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    devices: tuple[int, ...] = ()
+
+    def owns(self, obj: KernelObject) -> bool:
+        if isinstance(obj, Route):
+            return any(obj.dst.version == n.version and obj.dst.subnet_of(n) for n in self.networks)
+        return obj.ifindex in self.devices
+
+
+def diff(desired: Iterable[KernelObject], actual: Iterable[KernelObject], scope: Scope
+         ) -> tuple[list[KernelObject], list[KernelObject]]:
+    """``(to_set, to_delete)``: objects missing or different, and owned objects not wanted.
+
+    Objects are matched by key (a route by destination, a neighbour by device and address, an
+    FDB entry by device and MAC); a desired object whose key exists with other values is set
+    (replace semantics).
+    """
+    want = {o.key: o for o in desired}
+    have = {o.key: o for o in actual if scope.owns(o)}
+    to_set = [o for k, o in want.items() if have.get(k) != o]
+    to_delete = [o for k, o in have.items() if k not in want]
+    return to_set, to_delete
+
+
+def ordered_for_set(objs: Iterable[KernelObject]) -> list[KernelObject]:
+    """FDB and neighbours before routes, so a route never points at an unresolved next hop."""
+    rank = {FdbEntry: 0, Neighbour: 1, Route: 2}
+    return sorted(objs, key=lambda o: rank[type(o)])
+
+
+def ordered_for_delete(objs: Iterable[KernelObject]) -> list[KernelObject]:
+    rank = {Route: 0, Neighbour: 1, FdbEntry: 2}
+    return sorted(objs, key=lambda o: rank[type(o)])

@@ -1,0 +1,151 @@
+"""Shared machinery for backends whose per-peer state is a set of kernel objects.
+
+VXLAN, host-gw and IPIP all work the same way: each peer lease maps to a few routes,
+neighbour and FDB entries (``plan``, pure), peer events are applied incrementally, and a full
+desired-vs-actual reconcile runs after every snapshot, on a timer and on kernel events. A
+subclass says what it owns (``scope``), how a peer is reached (``plan``) and how to make sure
+its devices exist (``ensure_devices``); everything else lives here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .backend import Backend, Node
+from .dataplane.kernel import Kernel
+from .dataplane.objects import KernelObject, Route, Scope
+from .lease import Lease
+from .plugins import hookimpl
+
+LOGGER = logging.getLogger("overlay.peers")
+
+
+@dataclass(frozen=True)
+class PeerPlan:
+    """How one peer is reached: ``mode`` (for example ``direct``, ``vxlan``, ``skipped``),
+    the kernel objects that implement it, and why, when that is worth saying."""
+
+    mode: str
+    objects: tuple[KernelObject, ...] = ()
+    reason: str = ""
+
+
+@dataclass
+class PeerModes:
+    """The last plan mode of every peer, to log decisions once and report counts."""
+
+    modes: dict[str, str] = field(default_factory=dict)
+
+    def record(self, peer: Lease, plan: PeerPlan) -> None:
+        if self.modes.get(peer.key) != plan.mode:
+            self.modes[peer.key] = plan.mode
+            detail = f": {plan.reason}" if plan.reason else ""
+            log = LOGGER.warning if plan.mode == "skipped" else LOGGER.info
+            log("peer %s: %s%s", peer.describe(), plan.mode, detail)
+
+    def forget(self, peer: Lease) -> None:
+        self.modes.pop(peer.key, None)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for mode in self.modes.values():
+            out[mode] = out.get(mode, 0) + 1
+        return out
+
+
+def peer_route(subnet, via, oif: int, onlink: bool = False) -> Route:
+    """The route to a peer's subnet: ``subnet via <via> dev <oif> [onlink]``."""
+    return Route(subnet, via, oif, onlink)
+
+
+def direct_plan(node: Node, peer: Lease, version: int) -> PeerPlan | None:
+    """A plain route via the peer's public IP when it is on our external interface's L2
+    segment (host-gw, and DirectRouting for VXLAN and IPIP); None when it is not."""
+    subnet = peer.subnet if version == 4 else peer.ipv6_subnet
+    via = peer.attrs.public_ip if version == 4 else peer.attrs.public_ipv6
+    if subnet is None or not node.iface.onlink(via):
+        return None
+    return PeerPlan("direct", (peer_route(subnet, via, node.iface.index),),
+                    f"{via} is on {node.iface.name}'s segment")
+
+
+class KernelBackend(Backend):
+    """Base for backends that program routes/neighbours/FDB entries per peer."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.kernel = Kernel(node.netlink, node.metrics)
+        self.peer_modes = PeerModes()
+        self.synced = False
+
+    # -- what subclasses provide ------------------------------------------------------------
+
+    def scope(self) -> Scope:
+        """What this backend owns; by default routes inside the network's CIDRs."""
+        cfg = self.node.config
+        networks = tuple(n for n in (cfg.network, cfg.ipv6_network) if n is not None)
+        return Scope(networks, tuple(sorted(self.node.owned_links)))
+
+    def plan(self, peer: Lease) -> PeerPlan:
+        """Pure: how to reach ``peer`` given the node's current devices and interface."""
+        raise NotImplementedError
+
+    async def ensure_devices(self) -> None:
+        """Create or repair the backend's devices (called before every full reconcile)."""
+
+    # -- shared behaviour ---------------------------------------------------------------------
+
+    def _objects(self, peers: Sequence[Lease], record: bool = True) -> list[KernelObject]:
+        out: list[KernelObject] = []
+        for peer in peers:
+            plan = self.plan(peer)
+            if record:
+                self.peer_modes.record(peer, plan)
+            out.extend(plan.objects)
+        return out
+
+    async def converge(self, peers: Sequence[Lease]) -> tuple[int, int]:
+        """Full desired-vs-actual reconcile: devices first, then every owned object."""
+        await self.ensure_devices()
+        desired = self._objects(peers)
+        current = {p.key for p in peers}
+        for key in [k for k in self.peer_modes.modes if k not in current]:
+            del self.peer_modes.modes[key]
+        changed = await self.kernel.converge(desired, self.scope())
+        if any(changed):
+            LOGGER.info("reconcile: set %d and removed %d kernel objects", *changed)
+        return changed
+
+    @hookimpl
+    async def overlay_peers_added(self, peers: Sequence[Lease]) -> None:
+        if self.synced:  # the first snapshot is applied by one diff in overlay_store_in_sync
+            await self.kernel.apply(self._objects(peers), [])
+
+    @hookimpl
+    async def overlay_peers_changed(self, changes: Sequence[tuple[Lease, Lease]]) -> None:
+        old = {o.key: o for o in self._objects([o for o, _ in changes], record=False)}
+        new = self._objects([n for _, n in changes])
+        keep = {o.key for o in new}
+        await self.kernel.apply(new, [o for k, o in old.items() if k not in keep])
+
+    @hookimpl
+    async def overlay_peers_removed(self, peers: Sequence[Lease]) -> None:
+        objs = self._objects(peers, record=False)
+        for peer in peers:
+            self.peer_modes.forget(peer)
+        await self.kernel.apply([], objs)
+
+    @hookimpl
+    async def overlay_store_in_sync(self, peers: Sequence[Lease]) -> None:
+        await self.converge(peers)
+        self.synced = True
+
+    @hookimpl
+    async def overlay_reconcile(self, peers: Sequence[Lease]) -> None:
+        await self.converge(peers)
+
+    @hookimpl
+    def overlay_report(self) -> dict:
+        return {"peer_modes": self.peer_modes.counts()}

@@ -1,0 +1,138 @@
+"""Pods and traffic in the lab: what the Flannel CNI plugin would set up, then pings and iperf3.
+
+Per node: a ``cni0`` bridge holding FLANNEL_SUBNET's gateway (and FLANNEL_IPV6_SUBNET's), and
+pod namespaces ``<node ns>p<k>`` with a veth into the bridge, addresses from the node's subnet,
+the subnet file's MTU and a default route via the bridge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..subnetfile import read
+from .netns import add_namespace, ip, nsexec
+
+IPERF_SECONDS = 3
+IPERF_PORT = 5201
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    ns: str
+    node: str
+    ipv4: str = ""
+    ipv6: str = ""
+
+    def addresses(self) -> list[str]:
+        return [a for a in (self.ipv4, self.ipv6) if a]
+
+
+def add_pods(lab, node, count: int) -> list[Pod]:
+    """Create ``count`` pods on ``node`` from its subnet file."""
+    env = read(node.subnet_file)
+    mtu = env.get("FLANNEL_MTU", "1500")
+    gw4 = ipaddress.ip_interface(env["FLANNEL_SUBNET"]) if "FLANNEL_SUBNET" in env else None
+    gw6 = ipaddress.ip_interface(env["FLANNEL_IPV6_SUBNET"]) if "FLANNEL_IPV6_SUBNET" in env else None
+    if not node.pods:
+        ip("link", "add", "cni0", "mtu", mtu, "type", "bridge", ns=node.ns)
+        for gw in (gw4, gw6):
+            if gw is not None:
+                ip("addr", "add", str(gw), "dev", "cni0", *(["nodad"] if gw.version == 6 else []), ns=node.ns)
+        ip("link", "set", "cni0", "up", ns=node.ns)
+    pods = []
+    for _ in range(count):
+        k = len(node.pods) + 1
+        ns = f"{node.ns}p{k}"
+        add_namespace(ns)
+        ip("link", "add", "eth0", "netns", ns, "mtu", mtu, "type", "veth", "peer", "name", f"veth{k}",
+           "mtu", mtu, ns=node.ns)
+        ip("link", "set", f"veth{k}", "master", "cni0", "up", ns=node.ns)
+        ip("link", "set", "eth0", "up", ns=ns)
+        addrs = []
+        for gw in (gw4, gw6):
+            if gw is None:
+                addrs.append("")
+                continue
+            addr = gw.ip + k
+            ip("addr", "add", f"{addr}/{gw.network.prefixlen}", "dev", "eth0",
+               *(["nodad"] if gw.version == 6 else []), ns=ns)
+            ip(*(["-6"] if gw.version == 6 else []), "route", "add", "default", "via", str(gw.ip), ns=ns)
+            addrs.append(str(addr))
+        node.pods.append(ns)
+        pods.append(Pod(f"{node.name}p{k}", ns, node.name, addrs[0], addrs[1]))
+    lab.save()
+    return pods
+
+
+def pods_of(lab) -> list[Pod]:
+    out = []
+    for node in lab.state.nodes:
+        env = read(node.subnet_file)
+        gw4 = ipaddress.ip_interface(env["FLANNEL_SUBNET"]) if "FLANNEL_SUBNET" in env else None
+        gw6 = ipaddress.ip_interface(env["FLANNEL_IPV6_SUBNET"]) if "FLANNEL_IPV6_SUBNET" in env else None
+        for k, ns in enumerate(node.pods, start=1):
+            out.append(Pod(f"{node.name}p{k}", ns, node.name, str(gw4.ip + k) if gw4 else "",
+                           str(gw6.ip + k) if gw6 else ""))
+    return out
+
+
+def ping(ns: str, address: str, count: int = 3, interval: float = 0.2) -> tuple[int, int]:
+    """``(sent, received)`` for a short bounded ping from ``ns``."""
+    proc = nsexec(ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", address,
+                  check=False, timeout=count * interval + 10)
+    for line in proc.stdout.splitlines():
+        if "packets transmitted" in line:
+            parts = line.split(",")
+            return int(parts[0].split()[0]), int(parts[1].split()[0])
+    return count, 0
+
+
+def ping_matrix(lab, count: int = 3) -> dict[tuple[str, str], tuple[int, int]]:
+    """Every pod pings every other pod's addresses (both families); results by (from, to)."""
+    pods = pods_of(lab)
+    jobs = [(src, dst, addr) for src in pods for dst in pods if src is not dst for addr in dst.addresses()]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda j: ping(j[0].ns, j[2], count), jobs))
+    matrix: dict[tuple[str, str], tuple[int, int]] = {}
+    for (src, dst, _), (sent, got) in zip(jobs, results):
+        old = matrix.get((src.name, dst.name), (0, 0))
+        matrix[(src.name, dst.name)] = (old[0] + sent, old[1] + got)
+    return matrix
+
+
+def iperf(server_ns: str, client_ns: str, address: str, seconds: int = IPERF_SECONDS) -> float:
+    """TCP throughput in Mbit/s from ``client_ns`` to ``address`` (a server started in
+    ``server_ns`` for one test); bounded to ``seconds``."""
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        proc = nsexec(client_ns, "iperf3", "-c", address, "-p", str(IPERF_PORT), "-t", str(seconds), "-J",
+                      check=False, timeout=seconds + 20)
+        try:
+            data = json.loads(proc.stdout)
+            return data["end"]["sum_received"]["bits_per_second"] / 1e6
+        except (ValueError, KeyError):
+            return 0.0
+    finally:
+        server.kill()
+        server.wait()
+
+
+def bandwidth(lab, seconds: int = IPERF_SECONDS) -> dict[str, float]:
+    """Pod→pod over the overlay next to node→node on the underlay (first two nodes)."""
+    pods = [p for p in pods_of(lab) if p.node in ("n1", "n2")]
+    a = next(p for p in pods if p.node == "n1")
+    b = next(p for p in pods if p.node == "n2")
+    n1, n2 = lab.node(1), lab.node(2)
+    underlay = n2.ip if b.ipv4 else n2.ipv6
+    return {
+        "pod n1→n2 (overlay)": iperf(b.ns, a.ns, b.ipv4 or b.ipv6, seconds),
+        "node n1→n2 (underlay)": iperf(n2.ns, n1.ns, underlay, seconds),
+    }

@@ -1,0 +1,117 @@
+"""The VXLAN devices ``flannel.<VNI>`` and ``flannel-v6.<VNI>``: adopt, create or replace.
+
+An existing device with compatible settings is adopted as it is (its MAC too), so a restart
+changes nothing in the kernel and nothing in the lease. An incompatible one is replaced; a
+vanished one is recreated. Both keep the MAC we advertised when there is one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+LOGGER = logging.getLogger("overlay.vxlan")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    vni: int
+    local: IPv4Address | IPv6Address
+    link: int
+    port: int
+    learning: bool
+    gbp: bool
+    mtu: int
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """What the kernel reports for a link of that name."""
+
+    index: int
+    mac: str
+    kind: str
+    vni: int | None = None
+    local: IPv4Address | IPv6Address | None = None
+    link: int | None = None
+    port: int | None = None
+    learning: bool | None = None
+    gbp: bool = False
+
+
+def random_mac(rand: random.Random | None = None) -> str:
+    """A random locally administered unicast MAC."""
+    octets = [(rand or random.SystemRandom()).randrange(256) for _ in range(6)]
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def incompatible(spec: DeviceSpec, state: DeviceState) -> str | None:
+    """Why ``state`` cannot serve as ``spec`` (None when it can be adopted)."""
+    if state.kind != "vxlan":
+        return f"it is a {state.kind or 'non-vxlan'} device"
+    checks = (("VNI", spec.vni, state.vni), ("local address", spec.local, state.local),
+              ("underlay device", spec.link, state.link), ("port", spec.port, state.port),
+              ("learning", spec.learning, state.learning), ("GBP", spec.gbp, state.gbp))
+    for what, want, have in checks:
+        if have is not None and want != have:
+            return f"its {what} is {have}, not {want}"
+    return None
+
+
+def read_state(ipr, name: str) -> DeviceState | None:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        return None
+    link = ipr.get_links(found[0])[0]
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info else ""
+    mac = link.get_attr("IFLA_ADDRESS")
+    if kind != "vxlan":
+        return DeviceState(found[0], mac, kind or "")
+    data = info.get_attr("IFLA_INFO_DATA")
+    local = data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6")
+    learning = data.get_attr("IFLA_VXLAN_LEARNING")
+    return DeviceState(
+        found[0], mac, kind, data.get_attr("IFLA_VXLAN_ID"),
+        ipaddress.ip_address(local) if local else None, data.get_attr("IFLA_VXLAN_LINK"),
+        data.get_attr("IFLA_VXLAN_PORT"), None if learning is None else bool(learning),
+        data.get_attr("IFLA_VXLAN_GBP") is not None,
+    )
+
+
+def create(ipr, spec: DeviceSpec, mac: str) -> int:
+    kw = {"ifname": spec.name, "kind": "vxlan", "vxlan_id": spec.vni, "vxlan_link": spec.link,
+          "vxlan_port": spec.port, "vxlan_learning": int(spec.learning), "address": mac,
+          "mtu": spec.mtu}
+    kw["vxlan_local" if spec.local.version == 4 else "vxlan_local6"] = str(spec.local)
+    if spec.gbp:
+        kw["vxlan_gbp"] = True
+    ipr.link("add", **kw)
+    index = ipr.link_lookup(ifname=spec.name)[0]
+    if spec.local.version == 6:
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{spec.name}/accept_ra", "w") as fh:
+                fh.write("0")
+        except OSError:
+            pass
+    return index
+
+
+def ensure(ipr, spec: DeviceSpec, mac: str | None) -> tuple[int, str, str]:
+    """Make the device exist as ``spec``; returns ``(ifindex, mac, what was done)``."""
+    state = read_state(ipr, spec.name)
+    if state is not None:
+        reason = incompatible(spec, state)
+        if reason is None:
+            return state.index, state.mac, "adopted"
+        LOGGER.warning("replacing %s: %s", spec.name, reason)
+        ipr.link("del", index=state.index)
+        mac = mac or (state.mac if state.kind == "vxlan" else None) or random_mac()
+        return create(ipr, spec, mac), mac, "replaced"
+    mac = mac or random_mac()
+    return create(ipr, spec, mac), mac, "created"
