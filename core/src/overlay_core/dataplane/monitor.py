@@ -1,17 +1,19 @@
 """Netlink events that mean someone changed what we own: they trigger a reconcile at once.
 
-Watched: deletion of a route with our protocol; deletion of a neighbour/FDB entry, an address,
-or the device itself, on a device a backend registered in ``Node.owned_links``; and such a
-device going down. Everything else (ARP churn on other interfaces, other tools' routes) is
-ignored. The socket lives on its own thread; the trio side only receives "kick" calls.
+Watched: deletion of a route with our protocol; deletion of a neighbour/FDB entry or an address
+on a device a backend registered in ``Node.owned_links``; deletion of such a device, or it going
+down. Everything else (ARP churn elsewhere, other tools' routes) is ignored.
+
+A plain ``AF_NETLINK`` socket read by trio itself (no thread): only the fixed headers are
+decoded, which is all the decision needs.
 """
 
 from __future__ import annotations
 
 import logging
-import select
-import threading
-from collections.abc import Callable
+import socket
+import struct
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -19,58 +21,52 @@ from .objects import RTPROT_OVERLAY
 
 LOGGER = logging.getLogger("overlay.monitor")
 
+NETLINK_ROUTE = 0
+GROUPS = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400  # LINK NEIGH IPV4_IFADDR IPV4_ROUTE IPV6_IFADDR IPV6_ROUTE
+RTM_NEWLINK, RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELNEIGH = 16, 17, 21, 25, 29
 IFF_UP = 0x1
+NLMSG_HEADER = struct.Struct("=IHHII")
 
 
-def relevant(msg, owned: set[int]) -> bool:
-    event = msg["event"]
-    if event == "RTM_DELROUTE":
-        return msg["proto"] == RTPROT_OVERLAY
-    if event in ("RTM_DELNEIGH", "RTM_DELADDR"):
-        return msg["ifindex" if event == "RTM_DELNEIGH" else "index"] in owned
-    if event == "RTM_DELLINK":
-        return msg["index"] in owned
-    if event == "RTM_NEWLINK":
-        return msg["index"] in owned and not msg["flags"] & IFF_UP
+def messages(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Split a netlink datagram into ``(type, payload)``."""
+    offset = 0
+    while offset + NLMSG_HEADER.size <= len(data):
+        length, kind, _, _, _ = NLMSG_HEADER.unpack_from(data, offset)
+        if length < NLMSG_HEADER.size:
+            return
+        yield kind, data[offset + NLMSG_HEADER.size: offset + length]
+        offset += (length + 3) & ~3
+
+
+def relevant(kind: int, payload: bytes, owned: set[int]) -> bool:
+    """Does this message mean drift in something we own?"""
+    if kind == RTM_DELROUTE and len(payload) >= 8:
+        return payload[5] == RTPROT_OVERLAY  # rtmsg.rtm_protocol
+    if kind in (RTM_DELNEIGH, RTM_DELADDR) and len(payload) >= 8:
+        fmt = "=i" if kind == RTM_DELNEIGH else "=I"  # ndmsg.ndm_ifindex / ifaddrmsg.ifa_index
+        return struct.unpack_from(fmt, payload, 4)[0] in owned
+    if kind in (RTM_DELLINK, RTM_NEWLINK) and len(payload) >= 12:
+        index, flags = struct.unpack_from("=iI", payload, 4)  # ifinfomsg.ifi_index, ifi_flags
+        return index in owned and (kind == RTM_DELLINK or not flags & IFF_UP)
     return False
 
 
 async def monitor_kernel(owned: set[int], kick: Callable[[], None], *,
                          task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Call ``kick()`` (on the trio thread) for every relevant event, until cancelled."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.rtnl import (
-        RTMGRP_IPV4_IFADDR,
-        RTMGRP_IPV4_ROUTE,
-        RTMGRP_IPV6_IFADDR,
-        RTMGRP_IPV6_ROUTE,
-        RTMGRP_LINK,
-        RTMGRP_NEIGH,
-    )
-
-    token = trio.lowlevel.current_trio_token()
-    stop = threading.Event()
-    ipr = IPRoute()
-    ipr.bind(groups=RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
-             | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
-    task_status.started()
-
-    def loop() -> None:
-        try:
-            while not stop.is_set():
-                ready, _, _ = select.select([ipr.fileno()], [], [], 0.5)
-                if not ready:
-                    continue
-                for msg in ipr.get():
-                    if relevant(msg, owned):
-                        LOGGER.debug("kernel event %s: reconciling", msg["event"])
-                        token.run_sync_soon(kick)
-        except Exception as exc:  # a broken monitor must not stop the node: the timer still runs
-            LOGGER.warning("netlink monitor stopped (%s); relying on the periodic reconcile", exc)
-        finally:
-            ipr.close()
-
-    try:
-        await trio.to_thread.run_sync(loop, abandon_on_cancel=True)
-    finally:
-        stop.set()
+    """Call ``kick()`` for every relevant kernel event, until cancelled."""
+    sock = trio.socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        await sock.bind((0, GROUPS))
+        task_status.started()
+        while True:
+            try:
+                data = await sock.recv(1 << 16)
+            except OSError as exc:  # ENOBUFS: events were lost; reconcile to be sure
+                LOGGER.debug("netlink monitor: %s; reconciling", exc)
+                kick()
+                continue
+            if any(relevant(kind, payload, owned) for kind, payload in messages(data)):
+                LOGGER.debug("kernel changed something we own: reconciling")
+                kick()

@@ -1,0 +1,56 @@
+"""Pure tests of the shared kernel machinery: ownership, diff, batch encoding, event filter."""
+
+import struct
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+
+from overlay_core.dataplane.kernel import batch_lines
+from overlay_core.dataplane.monitor import RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWLINK, messages, relevant
+from overlay_core.dataplane.objects import FdbEntry, Neighbour, Route, Scope, diff, ordered_for_set
+
+NET = IPv4Network("10.5.0.0/16")
+R2 = Route(IPv4Network("10.5.2.0/24"), IPv4Address("10.5.2.0"), 5, True)
+N2 = Neighbour(5, IPv4Address("10.5.2.0"), "aa:aa:aa:aa:aa:02")
+F2 = FdbEntry(5, "aa:aa:aa:aa:aa:02", IPv4Address("192.0.2.2"))
+SCOPE = Scope((NET, IPv6Network("2001:db8:10::/48")), (5,))
+
+
+def test_scope_owns_only_our_network_and_devices():
+    assert SCOPE.owns(R2) and SCOPE.owns(N2) and SCOPE.owns(F2)
+    assert not SCOPE.owns(Route(IPv4Network("10.99.0.0/24"), None, 5))
+    assert not SCOPE.owns(Neighbour(9, IPv4Address("10.5.2.0"), "aa:aa:aa:aa:aa:02"))
+
+
+def test_diff_sets_missing_and_changed_and_deletes_unwanted_owned():
+    stale = Route(IPv4Network("10.5.9.0/24"), IPv4Address("10.5.9.0"), 5, True)
+    foreign = Route(IPv4Network("10.99.0.0/24"), None, 7)
+    moved = FdbEntry(5, "aa:aa:aa:aa:aa:02", IPv4Address("192.0.2.99"))
+    to_set, to_delete = diff([R2, N2, F2], [N2, moved, stale, foreign], SCOPE)
+    assert sorted(map(str, to_set)) == sorted(map(str, [R2, F2])) and to_delete == [stale]
+    assert diff([R2, N2, F2], [R2, N2, F2], SCOPE) == ([], [])
+    assert [type(o).__name__ for o in ordered_for_set([R2, N2, F2])] == ["FdbEntry", "Neighbour", "Route"]
+
+
+def test_batch_lines():
+    ip_text, bridge_text = batch_lines([R2, N2, F2], [Route(IPv4Network("10.5.9.0/24"), None, 5)],
+                                       {5: "flannel.1"})
+    assert ip_text.splitlines() == [
+        "route del 10.5.9.0/24 table main proto 79",
+        "neigh replace 10.5.2.0 lladdr aa:aa:aa:aa:aa:02 dev flannel.1 nud permanent",
+        "route replace 10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink table main proto 79",
+    ]
+    assert bridge_text == "fdb replace aa:aa:aa:aa:aa:02 dev flannel.1 dst 192.0.2.2 self permanent"
+
+
+def nl(kind, payload):
+    return struct.pack("=IHHII", 16 + len(payload), kind, 0, 0, 0) + payload
+
+
+def test_monitor_filter():
+    route = lambda proto: struct.pack("=BBBBBBBBI", 2, 24, 0, 0, 254, proto, 0, 1, 0)  # noqa: E731
+    neigh = lambda idx: struct.pack("=BBHiHBB", 2, 0, 0, idx, 0x80, 0, 0)  # noqa: E731
+    link = lambda idx, flags: struct.pack("=BBHiII", 0, 0, 1, idx, flags, 0)  # noqa: E731
+    data = nl(RTM_DELROUTE, route(79)) + nl(RTM_DELROUTE, route(4))
+    assert [relevant(k, p, {5}) for k, p in messages(data)] == [True, False]
+    assert relevant(RTM_DELNEIGH, neigh(5), {5}) and not relevant(RTM_DELNEIGH, neigh(6), {5})
+    assert relevant(RTM_DELLINK, link(5, 1), {5}) and relevant(RTM_NEWLINK, link(5, 0), {5})
+    assert not relevant(RTM_NEWLINK, link(5, 1), {5})
