@@ -10,12 +10,14 @@ import shutil
 from ..errors import OverlayError
 
 COLUMNS = [("node", "NODE"), ("public_ip", "PUBLIC IP"), ("subnet", "SUBNET"),
-           ("backend", "BACKEND"), ("peers", "PEERS"), ("ready", "READY"), ("agent", "AGENT")]
+           ("backend", "BACKEND"), ("peers", "PEERS"), ("modes", "PEER MODES"), ("ready", "READY"),
+           ("agent", "AGENT")]
 
 
 def print_table(rows: list[dict]) -> None:
     table = [[title for _, title in COLUMNS]]
     for row in rows:
+        row = {**row, "modes": " ".join(f"{k}:{v}" for k, v in sorted(row.get("peer_modes", {}).items())) or "-"}
         table.append([("yes" if row[k] else "no") if k == "ready" else str(row.get(k, "-"))
                       for k, _ in COLUMNS])
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]

@@ -8,12 +8,12 @@ vanished one is recreated. Both keep the MAC we advertised when there is one.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import random
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-LOGGER = logging.getLogger("overlay.vxlan")
+from overlay_core.dataplane.links import LinkInfo, ensure_link
+
 
 
 @dataclass(frozen=True)
@@ -63,24 +63,17 @@ def incompatible(spec: DeviceSpec, state: DeviceState) -> str | None:
     return None
 
 
-def read_state(ipr, name: str) -> DeviceState | None:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        return None
-    link = ipr.get_links(found[0])[0]
-    info = link.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info else ""
-    mac = link.get_attr("IFLA_ADDRESS")
-    if kind != "vxlan":
-        return DeviceState(found[0], mac, kind or "")
-    data = info.get_attr("IFLA_INFO_DATA")
-    local = data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6")
-    learning = data.get_attr("IFLA_VXLAN_LEARNING")
+def state_of(link: LinkInfo) -> DeviceState:
+    if link.kind != "vxlan":
+        return DeviceState(link.index, link.mac or "", link.kind)
+    data = link.data
+    local = data.get("IFLA_VXLAN_LOCAL") or data.get("IFLA_VXLAN_LOCAL6")
+    learning = data.get("IFLA_VXLAN_LEARNING")
     return DeviceState(
-        found[0], mac, kind, data.get_attr("IFLA_VXLAN_ID"),
-        ipaddress.ip_address(local) if local else None, data.get_attr("IFLA_VXLAN_LINK"),
-        data.get_attr("IFLA_VXLAN_PORT"), None if learning is None else bool(learning),
-        data.get_attr("IFLA_VXLAN_GBP") is not None,
+        link.index, link.mac or "", link.kind, data.get("IFLA_VXLAN_ID"),
+        ipaddress.ip_address(local) if local else None, data.get("IFLA_VXLAN_LINK"),
+        data.get("IFLA_VXLAN_PORT"), None if learning is None else bool(learning),
+        "IFLA_VXLAN_GBP" in data,
     )
 
 
@@ -103,15 +96,15 @@ def create(ipr, spec: DeviceSpec, mac: str) -> int:
 
 
 def ensure(ipr, spec: DeviceSpec, mac: str | None) -> tuple[int, str, str]:
-    """Make the device exist as ``spec``; returns ``(ifindex, mac, what was done)``."""
-    state = read_state(ipr, spec.name)
-    if state is not None:
-        reason = incompatible(spec, state)
-        if reason is None:
-            return state.index, state.mac, "adopted"
-        LOGGER.warning("replacing %s: %s", spec.name, reason)
-        ipr.link("del", index=state.index)
-        mac = mac or (state.mac if state.kind == "vxlan" else None) or random_mac()
-        return create(ipr, spec, mac), mac, "replaced"
-    mac = mac or random_mac()
-    return create(ipr, spec, mac), mac, "created"
+    """Make the device exist as ``spec``; returns ``(ifindex, mac, what was done)``.
+    The MAC we advertised (else the replaced device's, else a random one) is kept."""
+    chosen: list[str] = []
+
+    def build(previous: LinkInfo | None) -> int:
+        old = previous.mac if previous is not None and previous.kind == "vxlan" else None
+        chosen.append(mac or old or random_mac())
+        return create(ipr, spec, chosen[0])
+
+    index, existing, action = ensure_link(ipr, spec.name, "vxlan",
+                                          lambda link: incompatible(spec, state_of(link)), build)
+    return index, chosen[0] if chosen else (existing.mac or ""), action
