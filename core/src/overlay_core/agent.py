@@ -34,6 +34,7 @@ from .lease import UNSET_IP, Lease, LeaseAttrs
 from .metrics import Metrics
 from .peers import OwnKeyEvent, PeerBatch, PeerSet, PeerWatcher
 from .plugins import PluginManager, load_backend_class
+from .kernel_backend import LOG_EACH
 from .subnets import LEASE_TTL, Keys, LeaseLost, SubnetManager, owned_by
 
 LOGGER = logging.getLogger("overlay.agent")
@@ -112,6 +113,7 @@ class Agent:
         self.firewall: Firewall | None = None
         self.subnet_file_written = False
         self.synced = False
+        self.peer_count = 0
         self.expires_at: float | None = None
         self._lease_changed = trio.Event()
         self._reconcile_now = trio.Event()
@@ -134,7 +136,7 @@ class Agent:
         if node is not None and node.lease is not None:
             facts["subnet"] = str(node.lease.subnet) if node.lease.subnet else None
             facts["ipv6_subnet"] = str(node.lease.ipv6_subnet) if node.lease.ipv6_subnet else None
-            facts["peers"] = len(self.accepted_peers())
+            facts["peers"] = self.peer_count
             facts["reservation"] = node.lease.is_reservation
         if self.conflict:
             facts["conflict"] = self.conflict
@@ -230,17 +232,20 @@ class Agent:
             ("overlay_peers_added", added, "added"),
         ):
             if items:
-                LOGGER.info("peers %s: %s", kind, ", ".join(
-                    (i[1] if isinstance(i, tuple) else i).describe() for i in items))
+                shown = ", ".join((i[1] if isinstance(i, tuple) else i).describe() for i in items[:LOG_EACH])
+                more = f" and {len(items) - LOG_EACH} more" if len(items) > LOG_EACH else ""
+                LOGGER.info("peers %s: %s%s", kind, shown, more)
                 self.metrics.peer_events.labels(kind).inc(len(items))
                 arg = "changes" if kind == "changed" else "peers"
                 await self._emit(hook, **{arg: items})
-        if snapshot:
-            await self._emit("overlay_store_in_sync", peers=self.accepted_peers(), initial=not self.synced)
+        peers = self.accepted_peers() if snapshot else None
+        if peers is not None:
+            await self._emit("overlay_store_in_sync", peers=peers, initial=not self.synced)
             if not self.synced:
-                LOGGER.info("store in sync: %d peers programmed", len(self.accepted_peers()))
+                LOGGER.info("store in sync: %d peers programmed", len(peers))
             self.synced = True
-        self.metrics.peers.set(len(self.accepted_peers()))
+        self.peer_count = len(peers) if peers is not None else self.peer_count + len(added) - len(removed)
+        self.metrics.peers.set(self.peer_count)
         self.metrics.watch_revision.set(self.peer_set.revision)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
@@ -484,7 +489,7 @@ class Agent:
             self.phase = "running"
             self.report()
             _sd_notify("READY=1")
-            LOGGER.info("ready: subnet %s, %d peers", lease.describe(), len(self.accepted_peers()))
+            LOGGER.info("ready: subnet %s, %d peers", lease.describe(), self.peer_count)
             task_status.started(self)
 
     async def shutdown(self) -> None:

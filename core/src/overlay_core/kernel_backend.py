@@ -32,18 +32,34 @@ class PeerPlan:
     reason: str = ""
 
 
+LOG_EACH = 10  # decisions logged one by one up to this many per batch, then summarised
+
+
 @dataclass
 class PeerModes:
     """The last plan mode of every peer, to log decisions once and report counts."""
 
     modes: dict[str, str] = field(default_factory=dict)
 
-    def record(self, peer: Lease, plan: PeerPlan) -> None:
-        if self.modes.get(peer.key) != plan.mode:
-            self.modes[peer.key] = plan.mode
+    def record(self, peer: Lease, plan: PeerPlan) -> bool:
+        """Remember the peer's mode; True when it is new or changed (worth logging)."""
+        if self.modes.get(peer.key) == plan.mode:
+            return False
+        self.modes[peer.key] = plan.mode
+        return True
+
+    @staticmethod
+    def log(decisions: list[tuple[Lease, PeerPlan]]) -> None:
+        for peer, plan in decisions[:LOG_EACH]:
             detail = f": {plan.reason}" if plan.reason else ""
             log = LOGGER.warning if plan.mode == "skipped" else LOGGER.info
             log("peer %s: %s%s", peer.describe(), plan.mode, detail)
+        if len(decisions) > LOG_EACH:
+            counts: dict[str, int] = {}
+            for _, plan in decisions[LOG_EACH:]:
+                counts[plan.mode] = counts.get(plan.mode, 0) + 1
+            LOGGER.info("and %d more peers: %s", len(decisions) - LOG_EACH,
+                        ", ".join(f"{mode} {n}" for mode, n in sorted(counts.items())))
 
     def forget(self, peer: Lease) -> None:
         self.modes.pop(peer.key, None)
@@ -99,11 +115,13 @@ class KernelBackend(Backend):
 
     def _objects(self, peers: Sequence[Lease], record: bool = True) -> list[KernelObject]:
         out: list[KernelObject] = []
+        decisions = []
         for peer in peers:
             plan = self.plan(peer)
-            if record:
-                self.peer_modes.record(peer, plan)
+            if record and self.peer_modes.record(peer, plan):
+                decisions.append((peer, plan))
             out.extend(plan.objects)
+        self.peer_modes.log(decisions)
         return out
 
     async def converge(self, peers: Sequence[Lease]) -> tuple[int, int]:

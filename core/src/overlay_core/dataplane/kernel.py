@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import trio
 
 from .netlink import Netlink
+from .rtnl import dump_owned
 from .objects import (
     MAIN_TABLE,
     RTPROT_OVERLAY,
@@ -39,32 +40,6 @@ RTNH_F_ONLINK = 0x04
 
 def _family(version: int) -> int:
     return socket.AF_INET if version == 4 else socket.AF_INET6
-
-
-def _dump(ipr, scope: Scope) -> list[KernelObject]:
-    out: list[KernelObject] = []
-    for family in {_family(n.version) for n in scope.networks}:
-        for msg in ipr.route("dump", family=family, table=MAIN_TABLE):
-            if msg["proto"] != RTPROT_OVERLAY or msg.get_attr("RTA_DST") is None:
-                continue
-            gw = msg.get_attr("RTA_GATEWAY")
-            out.append(Route(
-                ipaddress.ip_network(f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}"),
-                ipaddress.ip_address(gw) if gw else None,
-                int(msg.get_attr("RTA_OIF") or 0),
-                bool(msg["flags"] & RTNH_F_ONLINK),
-            ))
-    for ifindex in scope.devices:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ipr.neigh("dump", ifindex=ifindex, family=family):
-                if msg["ifindex"] == ifindex and msg["state"] & NUD_PERMANENT and msg.get_attr("NDA_LLADDR"):
-                    out.append(Neighbour(ifindex, ipaddress.ip_address(msg.get_attr("NDA_DST")),
-                                         msg.get_attr("NDA_LLADDR")))
-        for msg in ipr.fdb("dump", ifindex=ifindex):
-            dst = msg.get_attr("NDA_DST")
-            if msg["ifindex"] == ifindex and dst and msg["flags"] & NTF_SELF:
-                out.append(FdbEntry(ifindex, msg.get_attr("NDA_LLADDR"), ipaddress.ip_address(dst)))
-    return out
 
 
 def _set_one(ipr, obj: KernelObject) -> None:
@@ -125,7 +100,7 @@ class Kernel:
         self.metrics = metrics
 
     async def dump(self, scope: Scope) -> list[KernelObject]:
-        return await self.netlink.call(lambda ipr: _dump(ipr, scope))
+        return await dump_owned(scope)
 
     async def apply(self, to_set: list[KernelObject], to_delete: list[KernelObject]) -> int:
         """Make the changes; returns how many failed (each failure is logged)."""
@@ -159,10 +134,11 @@ class Kernel:
             lambda ipr: {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()})
         ip_input, bridge_input = batch_lines(to_set, to_delete, names)
         failures = 0
-        for tool, text in (("bridge", bridge_input if not to_delete else ""), ("ip", ip_input),
-                           ("bridge", bridge_input if to_delete else "")):
+
+        async def run(tool: str, text: str) -> None:
+            nonlocal failures
             if not text:
-                continue
+                return
             proc = await trio.run_process([tool, "-force", "-batch", "-"], stdin=text.encode(),
                                           capture_stdout=True, capture_stderr=True, check=False)
             if proc.returncode != 0:
@@ -170,6 +146,12 @@ class Kernel:
                 count = sum(1 for line in errors if line.startswith("Command failed"))
                 failures += count or 1
                 LOGGER.error("%s -batch: %d commands failed, first: %s", tool, count, " | ".join(errors[:4]))
+
+        # FDB entries and neighbour/route changes do not depend on each other in the kernel
+        # (a route needs its neighbour, which is in the same ip batch), so both run at once.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "bridge", bridge_input)
+            nursery.start_soon(run, "ip", ip_input)
         return failures
 
     async def converge(self, desired: Iterable[KernelObject], scope: Scope) -> tuple[int, int]:
