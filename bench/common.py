@@ -65,20 +65,27 @@ class Etcd:
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="ovl-bench-etcd-")
+        self.start()
+        self.connect()
+
+    def connect(self) -> None:
+        import pyetcd
+
+        endpoint = pyetcd.Endpoint("127.0.0.1", 2379, secure=False, time_retry=0.1)
+        self.client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint], timeout=30)
+        for _ in range(200):
+            try:
+                self.client.status()
+                return
+            except Exception:
+                time.sleep(0.05)
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             ["etcd", "--data-dir", f"{self.dir}/data", "--listen-client-urls", "http://127.0.0.1:2379",
              "--advertise-client-urls", "http://127.0.0.1:2379", "--listen-peer-urls", "http://127.0.0.1:2380",
              "--log-level", "error", "--quota-backend-bytes", str(4 << 30)],
-            stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/log", "w"))
-        import pyetcd
-
-        self.client = pyetcd.client(host="127.0.0.1", port=2379, timeout=30)
-        for _ in range(100):
-            try:
-                self.client.status()
-                break
-            except Exception:
-                time.sleep(0.1)
+            stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/log", "a"))
 
     def config(self) -> None:
         self.client.put(f"{PREFIX}/config", json.dumps({"Network": NETWORK, "Backend": {"Type": "vxlan"}}))
@@ -95,6 +102,13 @@ class Etcd:
         text = urllib.request.urlopen("http://127.0.0.1:2379/metrics", timeout=5).read().decode()
         return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
                    if line.startswith("grpc_server_handled_total") and 'grpc_method="Range"' in line)
+
+    def restart(self) -> None:
+        """SIGKILL and start again on the same data (connections drop, data stays)."""
+        self.proc.kill()
+        self.proc.wait()
+        self.start()
+        self.connect()
 
     def stop(self) -> None:
         self.proc.kill()

@@ -95,6 +95,18 @@ def _sd_notify(message: str) -> None:
         LOGGER.warning("systemd notification failed: %s", exc)
 
 
+def _release_memory() -> None:
+    """Hand freed heap back to the OS after the start-up burst (imports, first sync)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Agent:
     def __init__(self, options: AgentOptions, plugins: PluginManager | None = None) -> None:
         options.validate()
@@ -487,6 +499,7 @@ class Agent:
             await nursery.start(monitor_kernel, node.owned_links, self.request_reconcile)
             nursery.start_soon(self._firewall_loop)
             self.phase = "running"
+            _release_memory()
             self.report()
             _sd_notify("READY=1")
             LOGGER.info("ready: subnet %s, %d peers", lease.describe(), self.peer_count)

@@ -147,7 +147,19 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _limit_malloc_arenas() -> None:
+    """glibc gives every thread its own malloc arena; the agent's few threads (gRPC, netlink)
+    then hold tens of MB they barely use. Two arenas are plenty for it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
+    _limit_malloc_arenas()
     import trio
 
     from .agent import run_agent

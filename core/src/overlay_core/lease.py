@@ -50,7 +50,7 @@ def _compact(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeaseAttrs:
     """What a lease advertises: how to reach the node that holds it."""
 
@@ -102,7 +102,7 @@ class LeaseAttrs:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lease:
     """A subnet lease as stored under ``<prefix>/subnets/<key>``.
 

@@ -18,6 +18,11 @@ class Metrics:
         self.peer_events = Counter(
             "overlay_peer_events", "Peer changes delivered to hooks", ["kind"], registry=r
         )
+        self.resync_seconds = Gauge(
+            "overlay_last_resync_seconds",
+            "Duration of the last full re-list: range read, diff, hooks and kernel reconcile",
+            registry=r,
+        )
         self.lease_expiry = Gauge(
             "overlay_lease_expiry_timestamp_seconds",
             "Unix time our lease expires (0 for a reservation)",

@@ -179,11 +179,14 @@ class PeerWatcher:
 
     async def resync(self) -> None:
         """Re-list every lease in one range read and deliver the difference."""
+        started = trio.current_time()
         revision, kvs = await self.store.range(self.prefix)
         self._up()
         batch, own = self.peer_set.reset(revision, kvs)
         await self.on_own(own)
         await self.on_batch(batch, True)
+        if self.metrics:
+            self.metrics.resync_seconds.set(trio.current_time() - started)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Snapshot, then watch forever. Never returns unless cancelled."""

@@ -19,7 +19,7 @@ IPAddress = Union[IPv4Address, IPv6Address]
 IPNetwork = Union[IPv4Network, IPv6Network]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Route:
     """``dst via gateway dev oif [onlink]`` in the main table, ``proto 79``."""
 
@@ -36,7 +36,7 @@ class Route:
         return f"route {self.dst} via {self.gateway} dev #{self.oif}{' onlink' if self.onlink else ''}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Neighbour:
     """A permanent neighbour (ARP/NDP) entry: ``dst lladdr`` on device ``ifindex``."""
 
@@ -52,7 +52,7 @@ class Neighbour:
         return f"neigh {self.dst} lladdr {self.lladdr} dev #{self.ifindex}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class FdbEntry:
     """A permanent bridge FDB entry on a VXLAN device: frames for ``lladdr`` go to ``dst``."""
 
@@ -72,7 +72,7 @@ KernelObject = Union[Route, Neighbour, FdbEntry]
 T = TypeVar("T", Route, Neighbour, FdbEntry)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Scope:
     """What this backend owns: routes of ``proto 79`` inside ``networks``, and every permanent
     neighbour/FDB entry on ``devices``."""
