@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import INNER, Agent, Etcd, fake_peer, in_namespace, kernel_counts, median, table, write_result  # noqa: E402
+from common import PREFIX, Agent, Etcd, fake_peer, kernel_counts, main, median, table, write_result  # noqa: E402
 
 
 def baseline(n: int) -> float:
@@ -89,15 +89,8 @@ def inner(sizes: list[int], runs: int) -> None:
         etcd.stop()
 
 
-PREFIX = "/coreos.com/network"
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,5000,10000")
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    if os.environ.get(INNER):
-        inner(sizes, args.runs)
-    else:
-        raise SystemExit(in_namespace(__file__, sys.argv[1:]))
+    main(__file__, parser, lambda args: inner([int(s) for s in args.sizes.split(",")], args.runs))

@@ -50,6 +50,16 @@ def in_namespace(script: str, argv: list[str]) -> int:
         subprocess.run(["ip", "netns", "del", ns])
 
 
+def main(script: str, parser, inner) -> None:
+    """Parse the arguments; outside the namespace, re-run inside a fresh one; inside, run
+    ``inner(args)``."""
+    args = parser.parse_args()
+    if os.environ.get(INNER):
+        inner(args)
+    else:
+        raise SystemExit(in_namespace(script, sys.argv[1:]))
+
+
 def fake_peer(i: int) -> tuple[str, str]:
     """Key name and Flannel-format value of fake VXLAN peer ``i`` (0-based)."""
     subnet = f"10.{(i + 1) // 256}.{(i + 1) % 256}.0"

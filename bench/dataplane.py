@@ -17,19 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median, table, write_result  # noqa: E402
 
 from overlay_core.lab.lab import Lab  # noqa: E402
-from overlay_core.lab.netns import ip  # noqa: E402
+from overlay_core.lab.netns import ip, kernel_supports  # noqa: E402
 from overlay_core.lab.traffic import add_pods, iperf, pods_of  # noqa: E402
 
 MTU = {"vxlan": 1450, "host-gw": 1500, "ipip": 1480}
-
-
-def kernel_supports(kind: str) -> bool:
-    ns = f"ovl-probe{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        return subprocess.run(["ip", "-n", ns, "link", "add", "p0", "type", kind], capture_output=True).returncode == 0
-    finally:
-        subprocess.run(["ip", "netns", "del", ns])
 
 
 def by_hand(lab: Lab, backend: str) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import INNER, PREFIX, Agent, Etcd, fake_peer, in_namespace, table, write_result  # noqa: E402
+from common import PREFIX, Agent, Etcd, fake_peer, main, table, write_result  # noqa: E402
 
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH = 24, 25, 28
 GROUPS = 0x4 | 0x40  # RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE
@@ -141,8 +141,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=500)
-    args = parser.parse_args()
-    if os.environ.get(INNER):
-        inner(args.peers, args.changes)
-    else:
-        raise SystemExit(in_namespace(__file__, sys.argv[1:]))
+    main(__file__, parser, lambda args: inner(args.peers, args.changes))

@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import INNER, PREFIX, Agent, Etcd, in_namespace, median, table, write_result  # noqa: E402
+from common import PREFIX, Agent, Etcd, main, median, table, write_result  # noqa: E402
 
 IMPORTS = "import trio, pyetcd, grpc, pyroute2, prometheus_client, nftables, pluggy, time; time.sleep(3)"
 
@@ -74,8 +74,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="0,1000,10000")
     parser.add_argument("--idle", type=float, default=60)
-    args = parser.parse_args()
-    if os.environ.get(INNER):
-        inner([int(s) for s in args.sizes.split(",")], args.idle)
-    else:
-        raise SystemExit(in_namespace(__file__, sys.argv[1:]))
+    main(__file__, parser, lambda args: inner([int(s) for s in args.sizes.split(",")], args.idle))

@@ -20,7 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import INNER, PREFIX, Agent, Etcd, in_namespace, median, table, write_result  # noqa: E402
+from common import PREFIX, Agent, Etcd, main, median, table, write_result  # noqa: E402
 
 KERNEL_WRITES = {24, 25, 28, 29}  # NEW/DEL ROUTE, NEW/DEL NEIGH (FDB entries are neighbour messages too)
 
@@ -110,8 +110,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--peers", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    if os.environ.get(INNER):
-        inner(args.peers, args.runs)
-    else:
-        raise SystemExit(in_namespace(__file__, sys.argv[1:]))
+    main(__file__, parser, lambda args: inner(args.peers, args.runs))

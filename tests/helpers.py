@@ -1,12 +1,10 @@
 """Shared helpers of the end-to-end tests."""
 
 import json
-import os
-import subprocess
 import time
 
 from overlay_core.lab.lab import PREFIX
-from overlay_core.lab.netns import add_namespace, delete_namespace, ip
+from overlay_core.lab.netns import ip, kernel_supports  # noqa: F401 (re-exported for tests)
 from overlay_core.lab.traffic import add_pods, ping_matrix
 
 
@@ -40,14 +38,3 @@ def owned_routes(node) -> str:
 def lease_revisions(lab) -> list:
     data = json.loads(lab.etcdctl("get", "--prefix", f"{PREFIX}/subnets/", "-w", "json"))
     return sorted((kv["key"], kv["mod_revision"]) for kv in data["kvs"])
-
-
-def kernel_supports(kind: str) -> bool:
-    """Can this kernel create a ``kind`` device? Probed in a throwaway namespace."""
-    ns = f"ovl-probe{os.getpid()}"
-    add_namespace(ns)
-    try:
-        return subprocess.run(["ip", "-n", ns, "link", "add", "probe0", "type", kind],
-                              capture_output=True).returncode == 0
-    finally:
-        delete_namespace(ns)

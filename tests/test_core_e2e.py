@@ -3,12 +3,13 @@
 import json
 import os
 import signal
-import time
 
 import pytest
 
 from overlay_core.lab.lab import HEALTH_PORT, PREFIX
 from overlay_core.lab.netns import http_get, list_namespaces, nsexec
+
+from .helpers import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -30,15 +31,6 @@ def lease_of(lab, node) -> str:
 def subnet_file(node) -> dict:
     with open(node.subnet_file) as fh:
         return dict(line.split("=", 1) for line in fh.read().split())
-
-
-def wait_until(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_three_nodes_get_distinct_leases_and_down_removes_everything(lab):

@@ -85,3 +85,42 @@ def test_missing_tls_file_is_a_one_line_error(tmp_path):
         EtcdStore(EtcdOptions(cafile=str(tmp_path / "nope.pem")))
     with pytest.raises(StoreError, match="must be given together"):
         EtcdStore(EtcdOptions(certfile=__file__))
+
+
+async def test_fail_over_to_a_live_endpoint(shared_etcd):
+    from overlay_core.lab.etcdserver import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    store = EtcdStore(EtcdOptions(endpoints=(dead, shared_etcd.url), timeout=1))
+    with trio.fail_after(20):
+        while True:
+            try:
+                await store.put("/failover/k", "v")
+                break
+            except StoreUnavailable:
+                await trio.sleep(0.1)  # the dead endpoint was tried first: the next call moves on
+    assert (await store.get("/failover/k")).value == b"v"
+    store.close()
+
+
+async def test_username_and_password(etcd_factory):
+    import subprocess
+
+    server = etcd_factory()
+    ctl = ["etcdctl", f"--endpoints={server.url}"]
+    env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
+    for args in (["user", "add", "root:rootpw"], ["user", "add", "node:nodepw"], ["role", "add", "overlay"],
+                 ["role", "grant-permission", "overlay", "--prefix=true", "readwrite", "/coreos.com/"],
+                 ["user", "grant-role", "node", "overlay"], ["auth", "enable"]):
+        subprocess.run(ctl + args, env=env, check=True, capture_output=True)
+    good = EtcdStore(EtcdOptions(endpoints=(server.url,), username="node", password="nodepw"))
+    await good.put("/coreos.com/network/k", "v")
+    assert (await good.get("/coreos.com/network/k")).value == b"v"
+    bad = EtcdStore(EtcdOptions(endpoints=(server.url,), username="node", password="wrong", timeout=2))
+    with pytest.raises(StoreUnavailable, match="is not usable"):
+        await bad.get("/coreos.com/network/k")
+    anonymous = EtcdStore(EtcdOptions(endpoints=(server.url,), timeout=2))
+    with pytest.raises(StoreUnavailable):
+        await anonymous.get("/coreos.com/network/k")
+    for s in (good, bad, anonymous):
+        s.close()

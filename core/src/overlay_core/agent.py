@@ -64,7 +64,7 @@ class AgentOptions:
     healthz_ip: str = "0.0.0.0"
     healthz_port: int = 0
     firewall_resync: float = 5.0
-    reconcile_interval: float = 10.0
+    reconcile_interval: float = 30.0
     lease_ttl: int = LEASE_TTL
 
     def validate(self) -> None:

@@ -150,13 +150,18 @@ class EtcdStore:
             )
             for host, port in map(_split_endpoint, self.options.endpoints)
         ]
-        return pyetcd.MultiEndpointEtcd3Client(
+        client = pyetcd.MultiEndpointEtcd3Client(
             endpoints=endpoints,
             timeout=self.options.timeout,
             user=self.options.username or None,
             password=self.options.password or None,
             failover=True,
         )
+        if not self.options.secure:
+            # gRPC refuses call credentials on a plaintext channel; the token also travels as
+            # request metadata, which is all etcd needs.
+            client.call_credentials = None
+        return client
 
     def _client_sync(self):
         with self._lock:

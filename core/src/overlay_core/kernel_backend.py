@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .backend import Backend, Node
 from .dataplane.kernel import Kernel
-from .dataplane.objects import KernelObject, Route, Scope
+from .dataplane.objects import KernelObject, Route, Scope, intern
 from .lease import Lease
 from .plugins import hookimpl
 
@@ -121,6 +121,7 @@ class KernelBackend(Backend):
         if cached is not None and cached[1] == devices and (cached[0] is peer.attrs or cached[0] == peer.attrs):
             return cached[2]
         plan = self.plan(peer)
+        plan = PeerPlan(plan.mode, tuple(intern(o) for o in plan.objects), plan.reason)
         self._plans[peer.key] = (peer.attrs, devices, plan)
         return plan
 

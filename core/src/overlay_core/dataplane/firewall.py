@@ -193,16 +193,22 @@ class IptablesFirewall:
             proc = self._run([self._bin(rules.version, "iptables-restore"), "-w", "5", "--noflush"], payload)
             if proc.returncode != 0:
                 raise RuntimeError(f"iptables-restore failed: {proc.stderr.strip()}")
-            parent, chain, comment = JUMPS[table]
-            jump = ["-t", table, parent, "-m", "comment", "--comment", comment, "-j", chain]
-            ipt = self._bin(rules.version, "iptables")
-            if self._run([ipt, "-w", "5", "-C", *jump]).returncode != 0:
-                self._run([ipt, "-w", "5", "-A", *jump])
+            if not self._jump_present(rules.version, table):
+                self._run(self._jump(rules.version, table, "-A"))
         self._expected[rules.version] = {t: self._chain(rules.version, t) for t in tables}
+
+    def _jump(self, version: int, table: str, action: str) -> list[str]:
+        parent, chain, comment = JUMPS[table]
+        return [self._bin(version, "iptables"), "-w", "5", "-t", table, action, parent,
+                "-m", "comment", "--comment", comment, "-j", chain]
+
+    def _jump_present(self, version: int, table: str) -> bool:
+        return self._run(self._jump(version, table, "-C")).returncode == 0
 
     def drifted(self, version: int) -> bool:
         expected = self._expected.get(version, {})
-        return any(self._chain(version, t) != text for t, text in expected.items())
+        return any(self._chain(version, t) != text or not self._jump_present(version, t)
+                   for t, text in expected.items())
 
 
 def open_firewall(require_nftables: bool):

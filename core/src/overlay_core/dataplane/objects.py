@@ -8,7 +8,7 @@ else is never touched.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar, Union
 
@@ -27,10 +27,10 @@ class Route:
     gateway: IPAddress | None
     oif: int
     onlink: bool = False
+    key: tuple = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple:
-        return ("route", self.dst.version, self.dst)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", ("route", self.dst.version, self.dst))
 
     def __str__(self) -> str:
         return f"route {self.dst} via {self.gateway} dev #{self.oif}{' onlink' if self.onlink else ''}"
@@ -43,10 +43,10 @@ class Neighbour:
     ifindex: int
     dst: IPAddress
     lladdr: str
+    key: tuple = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple:
-        return ("neigh", self.ifindex, self.dst)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", ("neigh", self.ifindex, self.dst))
 
     def __str__(self) -> str:
         return f"neigh {self.dst} lladdr {self.lladdr} dev #{self.ifindex}"
@@ -59,10 +59,10 @@ class FdbEntry:
     ifindex: int
     lladdr: str
     dst: IPAddress
+    key: tuple = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple:
-        return ("fdb", self.ifindex, self.lladdr)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", ("fdb", self.ifindex, self.lladdr))
 
     def __str__(self) -> str:
         return f"fdb {self.lladdr} dst {self.dst} dev #{self.ifindex}"
@@ -86,6 +86,21 @@ class Scope:
         return obj.ifindex in self.devices
 
 
+_INTERNED: dict = {}
+INTERN_LIMIT = 200_000
+
+
+def intern(obj: T) -> T:
+    """The canonical instance equal to ``obj``. Desired objects (from plans) and actual ones
+    (from dumps) are both interned, so the diff of an unchanged kernel is identity checks."""
+    found = _INTERNED.get(obj)
+    if found is None:
+        if len(_INTERNED) > INTERN_LIMIT:
+            _INTERNED.clear()
+        found = _INTERNED[obj] = obj
+    return found
+
+
 def diff(desired: Iterable[KernelObject], actual: Iterable[KernelObject], scope: Scope
          ) -> tuple[list[KernelObject], list[KernelObject]]:
     """``(to_set, to_delete)``: objects missing or different, and owned objects not wanted.
@@ -96,7 +111,7 @@ def diff(desired: Iterable[KernelObject], actual: Iterable[KernelObject], scope:
     """
     want = {o.key: o for o in desired}
     have = {o.key: o for o in actual if scope.owns(o)}
-    to_set = [o for k, o in want.items() if have.get(k) != o]
+    to_set = [o for k, o in want.items() if (h := have.get(k)) is not o and h != o]
     to_delete = [o for k, o in have.items() if k not in want]
     return to_set, to_delete
 

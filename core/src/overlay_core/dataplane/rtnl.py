@@ -15,7 +15,7 @@ import struct
 
 import trio
 
-from .objects import MAIN_TABLE, RTPROT_OVERLAY, FdbEntry, KernelObject, Neighbour, Route, Scope
+from .objects import MAIN_TABLE, RTPROT_OVERLAY, FdbEntry, KernelObject, Neighbour, Route, Scope, intern
 
 NETLINK_ROUTE = 0
 RTM_GETROUTE, RTM_GETNEIGH = 26, 30
@@ -47,6 +47,21 @@ def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
     return out
 
 
+_MEMO: dict[tuple, KernelObject] = {}
+MEMO_LIMIT = 200_000
+
+
+def _memo(key: tuple, build) -> KernelObject:
+    """Objects by their raw netlink fields: a periodic reconcile re-reads the same tens of
+    thousands of entries, and building address objects is most of the cost of a dump."""
+    obj = _MEMO.get(key)
+    if obj is None:
+        if len(_MEMO) > MEMO_LIMIT:
+            _MEMO.clear()
+        obj = _MEMO[key] = intern(build())
+    return obj
+
+
 def _ip(raw: bytes):
     return ipaddress.ip_address(raw)
 
@@ -65,11 +80,11 @@ def parse_routes(data: bytes, out: list[KernelObject]) -> None:
             continue
         if RTA_DST not in attrs:
             continue
-        gateway = attrs.get(RTA_GATEWAY)
-        out.append(Route(ipaddress.ip_network((_ip(attrs[RTA_DST]), dst_len)),
-                         _ip(gateway) if gateway else None,
-                         struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else 0,
-                         bool(flags & RTNH_F_ONLINK)))
+        dst, gateway, oif = attrs[RTA_DST], attrs.get(RTA_GATEWAY), attrs.get(RTA_OIF, b"")
+        onlink = bool(flags & RTNH_F_ONLINK)
+        out.append(_memo(("r", dst, dst_len, gateway, oif, onlink), lambda: Route(
+            ipaddress.ip_network((_ip(dst), dst_len)), _ip(gateway) if gateway else None,
+            struct.unpack("=I", oif)[0] if oif else 0, onlink)))
 
 
 def parse_neighbours(data: bytes, devices: tuple[int, ...], out: list[KernelObject]) -> None:
@@ -80,11 +95,12 @@ def parse_neighbours(data: bytes, devices: tuple[int, ...], out: list[KernelObje
         attrs = _attrs(data, offset + NDMSG.size, end)
         if NDA_LLADDR not in attrs or NDA_DST not in attrs:
             continue
+        mac, dst = attrs[NDA_LLADDR], attrs[NDA_DST]
         if family == AF_BRIDGE:
             if flags & NTF_SELF:
-                out.append(FdbEntry(ifindex, _mac(attrs[NDA_LLADDR]), _ip(attrs[NDA_DST])))
+                out.append(_memo(("f", ifindex, mac, dst), lambda: FdbEntry(ifindex, _mac(mac), _ip(dst))))
         elif state & NUD_PERMANENT:
-            out.append(Neighbour(ifindex, _ip(attrs[NDA_DST]), _mac(attrs[NDA_LLADDR])))
+            out.append(_memo(("n", ifindex, dst, mac), lambda: Neighbour(ifindex, _ip(dst), _mac(mac))))
 
 
 def _frames(data: bytes):

@@ -70,6 +70,18 @@ def kill_all(ns: str, grace: float = 2.0) -> None:
             time.sleep(0.05)
 
 
+def kernel_supports(kind: str) -> bool:
+    """Can this kernel create a ``kind`` device (``ipip``, ``vxlan``)? Probed in a throwaway
+    namespace, so the answer never depends on (or changes) the root namespace."""
+    ns = f"ovl-probe{os.getpid()}"
+    add_namespace(ns)
+    try:
+        probe = subprocess.run(["ip", "-n", ns, "link", "add", "probe0", "type", kind], capture_output=True)
+        return probe.returncode == 0
+    finally:
+        delete_namespace(ns)
+
+
 def delete_namespace(ns: str) -> None:
     kill_all(ns)
     ip("netns", "del", ns, check=False)
