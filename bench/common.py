@@ -183,15 +183,19 @@ class Agent:
                     return int(line.split()[1]) / 1024
         return 0.0
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """SIGTERM; returns seconds until the process was gone."""
+        started = time.perf_counter()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        took = time.perf_counter() - started
         for path in (self.log, self.log + ".env"):
             if os.path.exists(path):
                 os.unlink(path)
+        return took
 
 
 def kernel_counts(device: str = "flannel.1") -> tuple[int, int, int]:

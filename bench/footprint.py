@@ -35,11 +35,11 @@ def inner(sizes: list[int], idle: float) -> None:
     etcd = Etcd()
     try:
         etcd.config()
-        starts = []
+        starts, stops = [], []
         for _ in range(5):
             agent = Agent.start()
             starts.append(agent.wait_ready())
-            agent.stop()
+            stops.append(agent.stop())
         rows, results = [], []
         for n in sizes:
             etcd.client.delete_prefix(f"{PREFIX}/subnets/")
@@ -60,9 +60,11 @@ def inner(sizes: list[int], idle: float) -> None:
         libs = libraries_rss_mb()
         print(f"start to ready on an empty store: median {median(starts) * 1000:.0f} ms "
               f"(runs: {', '.join(f'{s * 1000:.0f}' for s in starts)})")
+        print(f"SIGTERM to exit: median {median(stops) * 1000:.0f} ms (target: within a second)")
         print(f"reference: interpreter with the same libraries imported, nothing running: {libs:.1f} MB RSS")
         print(table(rows, ["peers", "RSS MB", f"idle CPU % of a core ({idle:.0f} s)"]))
         path = write_result("footprint", {"start_to_ready_s": starts, "start_to_ready_median_s": median(starts),
+                                          "sigterm_to_exit_s": stops,
                                           "libraries_rss_mb": libs, "idle_seconds": idle, "results": results,
                                           "targets": "RSS <= 60 MB at 1000 peers; idle CPU <= 1 %; ready <= 1 s"})
         print(f"wrote {path}")

@@ -173,8 +173,8 @@ class KernelBackend(Backend):
 
     @hookimpl
     async def overlay_store_in_sync(self, peers: Sequence[Lease]) -> None:
+        self.synced = True  # from now on events apply incrementally, even if this diff fails
         await self.converge(peers)
-        self.synced = True
 
     @hookimpl
     async def overlay_reconcile(self, peers: Sequence[Lease]) -> None:
