@@ -34,7 +34,7 @@ def events(out: queue.Queue, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             data = sock.recv(1 << 16)
-        except socket.timeout:
+        except TimeoutError:
             continue
         now = time.perf_counter()
         offset = 0

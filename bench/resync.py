@@ -32,11 +32,12 @@ def count_kernel_writes(counter: list[int], stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             data = sock.recv(1 << 16)
-        except socket.timeout:
+        except TimeoutError:
             continue
         offset = 0
         while offset + 16 <= len(data):
-            length, kind = int.from_bytes(data[offset:offset + 4], "little"), int.from_bytes(data[offset + 4:offset + 6], "little")
+            length = int.from_bytes(data[offset:offset + 4], "little")
+            kind = int.from_bytes(data[offset + 4:offset + 6], "little")
             counter[0] += kind in KERNEL_WRITES
             offset += (length + 3) & ~3
 

@@ -9,7 +9,6 @@ import itertools
 import os
 
 import pytest
-
 from overlay_core.lab.lab import Lab
 from overlay_core.lab.netns import list_namespaces
 

@@ -5,7 +5,6 @@ import os
 import signal
 
 import pytest
-
 from overlay_core.lab.lab import HEALTH_PORT, PREFIX
 from overlay_core.lab.netns import http_get, list_namespaces, nsexec
 
@@ -49,7 +48,8 @@ def test_three_nodes_get_distinct_leases_and_down_removes_everything(lab):
     pids = [n.pid for n in lab.state.nodes] + [lab.state.etcd_pid]
     lab.down()
     assert list_namespaces(lab.prefix) == []
-    assert not [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+    assert alive == []
 
 
 def test_down_after_a_crash_without_state_file(lab):

@@ -1,7 +1,6 @@
 """host-gw specifics end to end: routes via peers, and peers that are not adjacent."""
 
 import pytest
-
 from overlay_core.lab.netns import ip
 
 from .helpers import up_with_pods

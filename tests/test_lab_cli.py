@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from overlay_core.lab.netns import list_namespaces
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]

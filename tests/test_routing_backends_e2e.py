@@ -6,7 +6,6 @@ import subprocess
 import time
 
 import pytest
-
 from overlay_core.lab.netns import ip
 from overlay_core.lab.traffic import pods_of
 

@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-
 from overlay_core.lab.lab import PREFIX
 
 DEMO = os.path.join(os.path.dirname(__file__), "thirdparty", "overlay-demo")

@@ -4,9 +4,8 @@ import subprocess
 import time
 
 import pytest
-
 from overlay_core.lab.lab import PREFIX
-from overlay_core.lab.netns import ip, nsexec
+from overlay_core.lab.netns import ip
 
 from .helpers import all_pings_ok, up_with_pods, wait_until
 
@@ -79,7 +78,8 @@ def test_deleted_route_fdb_neighbour_and_device_are_repaired(lab):
     ip("neigh", "del", subnet.split("/")[0], "dev", "flannel.1", ns=n1.ns)
     wait_until(lambda: kernel_state(n1) == before, timeout=5, what="neighbour restored")
     peer_mac = lab.readyz(n2)[1]["vxlan_devices"]["flannel.1"]
-    subprocess.run(["bridge", "-n", n1.ns, "fdb", "del", peer_mac, "dev", "flannel.1", "dst", n2.ip, "self"], check=True)
+    subprocess.run(["bridge", "-n", n1.ns, "fdb", "del", peer_mac, "dev", "flannel.1", "dst", n2.ip, "self"],
+                   check=True)
     wait_until(lambda: kernel_state(n1) == before, timeout=5, what="fdb entry restored")
     ip("link", "del", "flannel.1", ns=n1.ns)
     wait_until(lambda: kernel_state(n1) == before, timeout=10, what="device and peers restored")

@@ -2,7 +2,6 @@ import subprocess
 import sys
 
 import pytest
-
 from overlay_core import cli
 from overlay_core.errors import OverlayError
 

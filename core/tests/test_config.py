@@ -1,5 +1,4 @@
 import pytest
-
 from overlay_core.config import parse_config
 from overlay_core.errors import ConfigError
 

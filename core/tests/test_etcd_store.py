@@ -2,7 +2,6 @@
 
 import pytest
 import trio
-
 from overlay_core.errors import StoreError
 from overlay_core.etcd import EtcdOptions, EtcdStore, StoreUnavailable, WatchCompacted
 

@@ -11,7 +11,8 @@ def test_iptables_payload_is_flannels_rules():
     assert ('-A FLANNEL-POSTRTG -s 10.42.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" '
             '-j MASQUERADE --random-fully') in nat
     assert '-A FLANNEL-POSTRTG ! -s 10.42.0.0/16 -d 10.42.3.0/24 -m comment --comment "flanneld masq" -j RETURN' in nat
-    assert payload["filter"].splitlines()[2] == '-A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT'
+    assert payload["filter"].splitlines()[2] == (
+        '-A FLANNEL-FWD -s 10.42.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT')
 
 
 def test_nft_transaction_replaces_the_whole_table_atomically():

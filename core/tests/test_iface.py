@@ -1,7 +1,6 @@
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
-
 from overlay_core.errors import InterfaceError
 from overlay_core.iface import IFA_F_DEPRECATED, Addr, IfaceOptions, Link, Snapshot, select_interface
 

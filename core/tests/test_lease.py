@@ -1,7 +1,6 @@
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
-
 from overlay_core.lease import Lease, LeaseAttrs, lease_from_kv, make_subnet_key, parse_subnet_key
 
 

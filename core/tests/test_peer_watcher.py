@@ -4,7 +4,6 @@ import subprocess
 
 import pytest
 import trio
-
 from overlay_core.etcd import EtcdOptions, EtcdStore
 from overlay_core.metrics import Metrics
 from overlay_core.peers import PeerSet, PeerWatcher

@@ -1,7 +1,6 @@
 from types import SimpleNamespace
 
 import pytest
-
 from overlay_core import Backend, hookimpl
 from overlay_core.errors import BackendNotFoundError
 from overlay_core.plugins import PluginManager, installed_backends, load_backend_class

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from overlay_core.lab.netns import add_namespace, delete_namespace, ip
 
 pytestmark = pytest.mark.netns

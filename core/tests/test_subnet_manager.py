@@ -4,7 +4,6 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 import trio
-
 from overlay_core.config import parse_config
 from overlay_core.errors import SubnetsExhaustedError
 from overlay_core.etcd import EtcdOptions, EtcdStore

@@ -2,7 +2,6 @@ import random
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
-
 from overlay_core.config import parse_config
 from overlay_core.errors import SubnetsExhaustedError
 from overlay_core.lease import Lease, LeaseAttrs

@@ -30,11 +30,11 @@ from .errors import ConfigError, OverlayError
 from .etcd import EtcdOptions, EtcdStore, StoreUnavailable
 from .health import HealthServer
 from .iface import IfaceOptions, read_interfaces, select_interface
+from .kernel_backend import LOG_EACH
 from .lease import UNSET_IP, Lease, LeaseAttrs
 from .metrics import Metrics
 from .peers import OwnKeyEvent, PeerBatch, PeerSet, PeerWatcher
 from .plugins import PluginManager, load_backend_class
-from .kernel_backend import LOG_EACH
 from .subnets import LEASE_TTL, Keys, LeaseLost, SubnetManager, owned_by
 
 LOGGER = logging.getLogger("overlay.agent")

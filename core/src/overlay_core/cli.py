@@ -51,7 +51,8 @@ RUN_FLAGS = [
     ("iptables-forward-rules", True, "bool", "accept forwarded traffic of the network"),
     ("healthz-ip", "0.0.0.0", None, "address of /healthz /readyz /metrics"),
     ("healthz-port", 0, int, "port of /healthz /readyz /metrics (0: off)"),
-    ("reconcile-interval", 30, float, "seconds between full desired-vs-actual reconciles (kernel events trigger one at once)"),
+    ("reconcile-interval", 30, float,
+     "seconds between full desired-vs-actual reconciles (kernel events trigger one at once)"),
     ("subnet-lease-ttl", 86400, int, None),  # hidden: short leases for tests and labs
 ]
 

@@ -2,7 +2,6 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from types import SimpleNamespace
 
 import pytest
-
 from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
 from overlay_core.backend import ExternalInterface, Node
 from overlay_core.dataplane.objects import Route

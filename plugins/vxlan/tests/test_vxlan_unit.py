@@ -4,7 +4,6 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from types import SimpleNamespace
 
 import pytest
-
 from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
 from overlay_core.backend import ExternalInterface, Node
 from overlay_core.dataplane.objects import FdbEntry, Neighbour, Route
@@ -57,7 +56,8 @@ def test_device_compatibility():
     assert incompatible(spec, DeviceState(3, "x", "bridge")) == "it is a bridge device"
     assert incompatible(spec, DeviceState(3, "x", "vxlan", 7, IPv4Address("192.0.2.1"), 2, 8472, False)) \
         == "its VNI is 7, not 1"
-    assert "local address" in incompatible(spec, DeviceState(3, "x", "vxlan", 1, IPv4Address("192.0.2.9"), 2, 8472, False))
+    other_local = DeviceState(3, "x", "vxlan", 1, IPv4Address("192.0.2.9"), 2, 8472, False)
+    assert "local address" in incompatible(spec, other_local)
     assert "port" in incompatible(spec, DeviceState(3, "x", "vxlan", 1, IPv4Address("192.0.2.1"), 2, 4789, False))
     mac = random_mac()
     assert int(mac[:2], 16) & 0b11 == 0b10  # locally administered, unicast

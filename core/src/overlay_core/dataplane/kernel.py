@@ -16,11 +16,9 @@ from collections.abc import Iterable
 import trio
 
 from .netlink import Netlink
-from .rtnl import dump_owned
 from .objects import (
     MAIN_TABLE,
     RTPROT_OVERLAY,
-    FdbEntry,
     KernelObject,
     Neighbour,
     Route,
@@ -29,6 +27,7 @@ from .objects import (
     ordered_for_delete,
     ordered_for_set,
 )
+from .rtnl import dump_owned
 
 LOGGER = logging.getLogger("overlay.kernel")
 

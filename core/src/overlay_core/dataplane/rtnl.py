@@ -51,15 +51,29 @@ _MEMO: dict[tuple, KernelObject] = {}
 MEMO_LIMIT = 200_000
 
 
-def _memo(key: tuple, build) -> KernelObject:
-    """Objects by their raw netlink fields: a periodic reconcile re-reads the same tens of
-    thousands of entries, and building address objects is most of the cost of a dump."""
+def _memo(build, *raw) -> KernelObject:
+    """``build(*raw)``, memoised on the raw netlink fields: a periodic reconcile re-reads the
+    same tens of thousands of entries, and building address objects is most of a dump's cost."""
+    key = (build, *raw)
     obj = _MEMO.get(key)
     if obj is None:
         if len(_MEMO) > MEMO_LIMIT:
             _MEMO.clear()
-        obj = _MEMO[key] = intern(build())
+        obj = _MEMO[key] = intern(build(*raw))
     return obj
+
+
+def _route(dst: bytes, dst_len: int, gateway: bytes | None, oif: bytes, onlink: bool) -> Route:
+    return Route(ipaddress.ip_network((_ip(dst), dst_len)), _ip(gateway) if gateway else None,
+                 struct.unpack("=I", oif)[0] if oif else 0, onlink)
+
+
+def _fdb(ifindex: int, mac: bytes, dst: bytes) -> FdbEntry:
+    return FdbEntry(ifindex, _mac(mac), _ip(dst))
+
+
+def _neighbour(ifindex: int, dst: bytes, mac: bytes) -> Neighbour:
+    return Neighbour(ifindex, _ip(dst), _mac(mac))
 
 
 def _ip(raw: bytes):
@@ -82,9 +96,7 @@ def parse_routes(data: bytes, out: list[KernelObject]) -> None:
             continue
         dst, gateway, oif = attrs[RTA_DST], attrs.get(RTA_GATEWAY), attrs.get(RTA_OIF, b"")
         onlink = bool(flags & RTNH_F_ONLINK)
-        out.append(_memo(("r", dst, dst_len, gateway, oif, onlink), lambda: Route(
-            ipaddress.ip_network((_ip(dst), dst_len)), _ip(gateway) if gateway else None,
-            struct.unpack("=I", oif)[0] if oif else 0, onlink)))
+        out.append(_memo(_route, dst, dst_len, gateway, oif, onlink))
 
 
 def parse_neighbours(data: bytes, devices: tuple[int, ...], out: list[KernelObject]) -> None:
@@ -98,9 +110,9 @@ def parse_neighbours(data: bytes, devices: tuple[int, ...], out: list[KernelObje
         mac, dst = attrs[NDA_LLADDR], attrs[NDA_DST]
         if family == AF_BRIDGE:
             if flags & NTF_SELF:
-                out.append(_memo(("f", ifindex, mac, dst), lambda: FdbEntry(ifindex, _mac(mac), _ip(dst))))
+                out.append(_memo(_fdb, ifindex, mac, dst))
         elif state & NUD_PERMANENT:
-            out.append(_memo(("n", ifindex, dst, mac), lambda: Neighbour(ifindex, _ip(dst), _mac(mac))))
+            out.append(_memo(_neighbour, ifindex, dst, mac))
 
 
 def _frames(data: bytes):

@@ -4,7 +4,6 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from types import SimpleNamespace
 
 import pytest
-
 from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
 from overlay_core.backend import ExternalInterface, Node
 from overlay_core.dataplane.links import LinkInfo

@@ -136,5 +136,5 @@ class VxlanBackend(KernelBackend):
 
     @hookimpl
     def overlay_report(self) -> dict:
-        return {**super().overlay_report(), "vxlan_devices": {(self.options.device if v == 4 else self.options.device_v6): self.mac[v]
-                                  for v in self.index}}
+        names = {4: self.options.device, 6: self.options.device_v6}
+        return {**super().overlay_report(), "vxlan_devices": {names[v]: self.mac[v] for v in self.index}}

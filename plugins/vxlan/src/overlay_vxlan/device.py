@@ -15,7 +15,6 @@ from ipaddress import IPv4Address, IPv6Address
 from overlay_core.dataplane.links import LinkInfo, ensure_link
 
 
-
 @dataclass(frozen=True)
 class DeviceSpec:
     name: str
