@@ -84,6 +84,9 @@ def test_missing_tls_file_is_a_one_line_error(tmp_path):
         EtcdStore(EtcdOptions(cafile=str(tmp_path / "nope.pem")))
     with pytest.raises(StoreError, match="must be given together"):
         EtcdStore(EtcdOptions(certfile=__file__))
+    for bad in ("http://127.0.0.1:port", "ftp://127.0.0.1:2379", "http://:2379"):
+        with pytest.raises(StoreError, match="is not a URL like http://192.0.2.100:2379"):
+            EtcdStore(EtcdOptions(endpoints=(bad,)))
 
 
 async def test_fail_over_to_a_live_endpoint(shared_etcd):

@@ -99,9 +99,13 @@ class EtcdOptions:
 
 def _split_endpoint(url: str) -> tuple[str, int]:
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    if not parts.hostname:
+    try:
+        port = parts.port or 2379
+    except ValueError:
+        port = 0
+    if not parts.hostname or not port or parts.scheme not in ("http", "https"):
         raise StoreError(f"--etcd-endpoints: {url!r} is not a URL like http://192.0.2.100:2379")
-    return parts.hostname, parts.port or 2379
+    return parts.hostname, port
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .errors import OverlayError
+
 LOGGER = logging.getLogger("overlay.health")
 
 MAX_REQUEST = 8192
@@ -61,7 +63,13 @@ class HealthServer:
                 pass
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
+        except OSError as exc:
+            raise OverlayError(
+                f"cannot serve /healthz on {host}:{port}: {exc.strerror or exc}; "
+                "choose another --healthz-ip/--healthz-port"
+            ) from None
         LOGGER.info("health server on %s:%d (/healthz /readyz /metrics)", host or "*", port)
         task_status.started()
         await trio.serve_listeners(self.handle, listeners)
