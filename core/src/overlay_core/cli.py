@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="run the agent on this node", allow_abbrev=False)
+    run.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
     _add_run_flags(run)
     run.set_defaults(func=cmd_run)
 
