@@ -213,3 +213,24 @@ def test_health_endpoints(lab):
     status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
     assert status == 200 and b"overlay_peers 1.0" in body and b"overlay_etcd_connected 1.0" in body
     assert http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/nope")[0] == 404
+
+
+def test_agents_racing_for_the_last_subnets_all_get_distinct_ones(lab):
+    six = {"SubnetMin": "10.5.1.0", "SubnetMax": "10.5.6.0"}
+    lab.up(nodes=7, backend="alloc", extra_config=six, start_agents=False)
+    for node in lab.state.nodes:  # all at once: every create races with the others
+        lab.start_agent(node)
+    wait_until(lambda: sum(lab.readyz(n)[0] == 200 for n in lab.state.nodes) == 6, timeout=30,
+               what="six ready nodes")
+    ready = [n for n in lab.state.nodes if lab.readyz(n)[0] == 200]
+    assert sorted(lab.readyz(n)[1]["subnet"] for n in ready) == [f"10.5.{i}.0/24" for i in range(1, 7)]
+    (waiting,) = [n for n in lab.state.nodes if n not in ready]
+    status, facts = lab.readyz(waiting)
+    assert status == 503 and facts["phase"] == "acquiring-lease"
+    assert facts["waiting"].startswith("no free subnet: 6 of 6 /24 subnets of 10.5.0.0/16")
+    assert waiting.pid and lab.wait_exit(waiting, 0) is None  # waiting, not crash-looping
+    freed = lab.readyz(ready[0])[1]["subnet"]
+    lab.stop_agent(ready[0])
+    lab.etcdctl("del", f"{PREFIX}/subnets/{freed.replace('/', '-')}")  # that node left for good
+    wait_until(lambda: lab.readyz(waiting)[0] == 200, timeout=20, what="the waiting node got the freed subnet")
+    assert lab.readyz(waiting)[1]["subnet"] == freed

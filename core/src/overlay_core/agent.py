@@ -26,7 +26,7 @@ from .config import NetworkConfig
 from .dataplane.firewall import FamilyRules, Firewall, open_firewall
 from .dataplane.monitor import monitor_kernel
 from .dataplane.netlink import Netlink
-from .errors import ConfigError, OverlayError
+from .errors import ConfigError, OverlayError, SubnetsExhaustedError
 from .etcd import EtcdOptions, EtcdStore, StoreUnavailable
 from .health import HealthServer
 from .iface import IfaceOptions, read_interfaces, select_interface
@@ -47,6 +47,7 @@ CONFIG_RETRY = 1.0
 RENEW_RETRY = 60.0
 SHUTDOWN_GRACE = 1.0
 RECONCILE_DEBOUNCE = 0.05
+EXHAUSTED_RETRY = 5.0
 
 
 @dataclass
@@ -120,6 +121,7 @@ class Agent:
         self.peer_set = PeerSet()
         self.phase = "starting"
         self.conflict = ""
+        self.waiting = ""
         self.node: Node | None = None
         self.backend: Backend | None = None
         self.firewall: Firewall | None = None
@@ -152,6 +154,8 @@ class Agent:
             facts["reservation"] = node.lease.is_reservation
         if self.conflict:
             facts["conflict"] = self.conflict
+        if self.waiting:
+            facts["waiting"] = self.waiting
         if node is not None:
             for extra in self.plugins.pm.hook.overlay_report(node=node):
                 if isinstance(extra, dict):
@@ -182,6 +186,23 @@ class Agent:
                 LOGGER.info("%s: etcd answered after %.1f s", what, trio.current_time() - since)
                 self._store_down_logged = -math.inf
             return result
+
+    async def _acquire(self, config: NetworkConfig, attrs: LeaseAttrs, previous=(None, None)) -> Lease:
+        """Acquire a lease; when every subnet is taken, say so (log and /readyz) and keep trying:
+        a node joining a full network waits for a subnet instead of crash-looping."""
+        last = ""
+        while True:
+            try:
+                lease = await self._retry("acquiring a lease", lambda: self.subnets.acquire(config, attrs, previous))
+            except SubnetsExhaustedError as exc:
+                if str(exc) != last:
+                    LOGGER.error("%s (retrying every %.0f s)", exc, EXHAUSTED_RETRY)
+                    last = str(exc)
+                self.waiting = str(exc)
+                await trio.sleep(EXHAUSTED_RETRY)
+                continue
+            self.waiting = ""
+            return lease
 
     async def _fetch_config(self) -> NetworkConfig:
         self.phase = "fetching-config"
@@ -291,10 +312,7 @@ class Agent:
         old = node.lease
         LOGGER.error("lost subnet %s: %s; acquiring another one", old.key, reason)
         await self._emit("overlay_lease_lost", lease=old, reason=reason)
-        lease = await self._retry(
-            "acquiring a lease", lambda: self.subnets.acquire(node.config, old.attrs)
-        )
-        await self._take(lease)
+        await self._take(await self._acquire(node.config, old.attrs))
 
     async def _take(self, lease: Lease) -> None:
         """Make ``lease`` ours: hooks, firewall, subnet file."""
@@ -488,7 +506,7 @@ class Agent:
             attrs, node.mtu = await self._lease_attrs(node)
             self.phase = "acquiring-lease"
             previous = subnetfile.previous_subnets(self.options.subnet_file)
-            lease = await self._retry("acquiring a lease", lambda: self.subnets.acquire(config, attrs, previous))
+            lease = await self._acquire(config, attrs, previous)
             await self._take(lease)
             self.phase = "syncing-peers"
             watcher = PeerWatcher(self.store, self.keys.subnets, self.peer_set, self.on_batch,
