@@ -225,6 +225,7 @@ def test_agents_racing_for_the_last_subnets_all_get_distinct_ones(lab):
     ready = [n for n in lab.state.nodes if lab.readyz(n)[0] == 200]
     assert sorted(lab.readyz(n)[1]["subnet"] for n in ready) == [f"10.5.{i}.0/24" for i in range(1, 7)]
     (waiting,) = [n for n in lab.state.nodes if n not in ready]
+    wait_until(lambda: "waiting" in lab.readyz(waiting)[1], timeout=20, what="the seventh node to give up this round")
     status, facts = lab.readyz(waiting)
     assert status == 503 and facts["phase"] == "acquiring-lease"
     assert facts["waiting"].startswith("no free subnet: 6 of 6 /24 subnets of 10.5.0.0/16")
