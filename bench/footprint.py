@@ -1,8 +1,9 @@
 """Benchmark 4, footprint: agent RSS with 0, 1000 and 10000 peers, its CPU over 60 s of idle
 (periodic reconcile and health included), and start-to-ready on an empty store.
 Baselines, same run: a bare ``python -c pass`` start and an idle ``sleep`` process have no
-meaning for RSS, so the reference figures are the Python interpreter's own RSS after importing
-the same libraries (trio, grpc/pyetcd, pyroute2, prometheus_client) and nothing else.
+meaning for RSS, so the reference figure is the Python interpreter's own RSS after importing
+the same libraries the way the agent does (trio, grpc/pyetcd, libnftables, pluggy, and the
+rtnetlink part of pyroute2 and the metric types of prometheus_client) and nothing else.
 
     sudo .venv/bin/python bench/footprint.py [--sizes 0,1000,10000] [--idle 60]
 """
@@ -18,7 +19,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PREFIX, Agent, Etcd, main, median, table, write_result  # noqa: E402
 
-IMPORTS = "import trio, pyetcd, grpc, pyroute2, prometheus_client, nftables, pluggy, time; time.sleep(3)"
+IMPORTS = ("import trio, pyetcd, grpc, nftables, pluggy, time\n"
+           "from overlay_core.leanimport import import_part\n"
+           "import_part('pyroute2', 'config.log', 'iproute.linux')\n"
+           "import_part('prometheus_client', 'metrics', 'registry', 'utils')\n"
+           "time.sleep(3)")
 
 
 def libraries_rss_mb() -> float:

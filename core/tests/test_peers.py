@@ -76,3 +76,14 @@ def test_delete_of_unknown_key_and_own_key_events():
     batch, own = s.apply([(11, [WatchEvent(P + "10.5.9.0-24", None, 11),
                                 WatchEvent(P + "10.5.1.0-24", None, 11)])])
     assert not batch and len(own) == 1 and own[0].lease is None
+
+
+def test_resync_keeps_the_decoded_lease_of_an_unchanged_key():
+    s = PeerSet()
+    s.reset(10, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6, 7), KV(P + "10.5.3.0-24", v("192.0.2.3"), 8, 7)])
+    kept, renewed = s.peers["10.5.2.0-24"], s.peers["10.5.3.0-24"]
+    # a value we would fail to parse proves the unchanged key is not decoded again
+    batch, _ = s.reset(20, [KV(P + "10.5.2.0-24", b"never parsed", 6, 7), KV(P + "10.5.3.0-24", v("192.0.2.3"), 9, 7)])
+    assert not batch
+    assert s.peers["10.5.2.0-24"] is kept
+    assert s.peers["10.5.3.0-24"] is not renewed and s.peers["10.5.3.0-24"].revision == 9

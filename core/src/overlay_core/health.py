@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import OverlayError
+from .metrics import CONTENT_TYPE, exposition
 
 LOGGER = logging.getLogger("overlay.health")
 
@@ -40,7 +40,7 @@ class HealthServer:
             body = json.dumps({"ready": ready, **facts}, sort_keys=True).encode() + b"\n"
             return _response(200 if ready else 503, body, "application/json")
         if path == "/metrics":
-            return _response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+            return _response(200, exposition(self.registry), CONTENT_TYPE)
         return _response(404, b"not found\n")
 
     async def handle(self, stream: trio.SocketStream) -> None:

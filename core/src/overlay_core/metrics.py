@@ -1,8 +1,44 @@
-"""Prometheus metrics of one agent, in a registry of its own (served on ``/metrics``)."""
+"""Prometheus metrics of one agent, in a registry of its own, and their text exposition.
+
+prometheus_client's metric types and registry are used as they are; only its ``__init__``
+and ``exposition`` module are skipped (they pull in http.server, wsgiref, urllib.request and
+gzip for servers we do not run): ``exposition()`` below writes the text format itself.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from .leanimport import import_part
+
+_metrics, _registry, _utils = import_part("prometheus_client", "metrics", "registry", "utils")
+Counter, Gauge, Histogram = _metrics.Counter, _metrics.Gauge, _metrics.Histogram
+CollectorRegistry = _registry.CollectorRegistry
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# the text format's names for the OpenMetrics types our metrics have
+_TEXT_SUFFIX = {"counter": "_total", "gauge": "", "histogram": ""}
+
+
+def _escape(text: str, quote: bool = False) -> str:
+    text = text.replace("\\", r"\\").replace("\n", r"\n")
+    return text.replace('"', r'\"') if quote else text
+
+
+def exposition(registry) -> bytes:
+    """Every metric of ``registry`` in Prometheus' text format 0.0.4, labels sorted.
+
+    ``_created`` samples (an OpenMetrics notion, creation time of each series) are left out.
+    """
+    lines = []
+    for family in registry.collect():
+        name = family.name + _TEXT_SUFFIX[family.type]
+        lines.append(f"# HELP {name} {_escape(family.documentation)}\n# TYPE {name} {family.type}\n")
+        for sample in family.samples:
+            if sample.name == family.name + "_created":
+                continue
+            labels = ",".join(f'{k}="{_escape(v, quote=True)}"' for k, v in sorted(sample.labels.items()))
+            labels = "{%s}" % labels if labels else ""
+            lines.append(f"{sample.name}{labels} {_utils.floatToGoString(sample.value)}\n")
+    return "".join(lines).encode()
 
 
 class Metrics:

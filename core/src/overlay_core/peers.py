@@ -76,10 +76,12 @@ class PeerSet:
         fresh: dict[str, Lease] = {}
         own: Lease | None = None
         for kv in kvs:
-            lease = parse_kv(kv)
-            if lease is None:
-                continue
             name = self._name(kv.key)
+            lease = self.peers.get(name)
+            if lease is None or lease.revision != kv.mod_revision or lease.lease_id != kv.lease_id:
+                lease = parse_kv(kv)  # unchanged keys (same mod revision) keep their decoded lease
+                if lease is None:
+                    continue
             if name == self.own_key:
                 own = lease
             else:

@@ -71,6 +71,13 @@ def owned_by(lease: Lease, attrs: LeaseAttrs, config: NetworkConfig) -> bool:
     return attrs.public_ipv6 is not None and lease.attrs.public_ipv6 == attrs.public_ipv6
 
 
+def overlap(a: IPv4Network | IPv6Network, b: IPv4Network | IPv6Network) -> bool:
+    """Whether two CIDR blocks share an address: they nest or are disjoint, so one holds the
+    other's first address. (``IPv4Network.overlaps`` would also cache each network's broadcast
+    address in a per-object dict: about 150 bytes for every peer lease ever compared.)"""
+    return a.version == b.version and (a.network_address in b or b.network_address in a)
+
+
 def free_subnets(rng: FamilyRange, taken: Iterable[IPv4Network | IPv6Network | None]):
     """Yield free subnets of ``rng`` lowest first, skipping any that overlap ``taken``."""
     same_len, other = set(), []
@@ -82,7 +89,7 @@ def free_subnets(rng: FamilyRange, taken: Iterable[IPv4Network | IPv6Network | N
         else:
             other.append(net)
     for candidate in rng.subnets():
-        if candidate in same_len or any(candidate.overlaps(o) for o in other):
+        if candidate in same_len or any(overlap(candidate, o) for o in other):
             continue
         yield candidate
 
@@ -95,7 +102,7 @@ def pick_subnet(
 ) -> IPv4Network | IPv6Network:
     """The previous subnet when it fits and is free, else a random one of the first 100 free."""
     if previous is not None:
-        if rng.contains(previous) and not any(t is not None and t.overlaps(previous) for t in taken):
+        if rng.contains(previous) and not any(t is not None and overlap(t, previous) for t in taken):
             return previous
         LOGGER.info("previous subnet %s is taken or outside the network; choosing another", previous)
     candidates = []
@@ -246,29 +253,11 @@ def parse_kvs(kvs: Iterable[KV]) -> list[Lease]:
     return out
 
 
-_KEYS: dict[str, tuple] = {}
-_VALUES: dict[bytes, LeaseAttrs] = {}
-CACHE_LIMIT = 100_000
-
-
 def parse_kv(kv: KV) -> Lease | None:
-    """Decode one lease; a malformed key or value is warned about once and skipped.
-
-    Decoded keys and values are memoised (both are immutable), so a re-list or a renewal of
-    an unchanged lease costs two dictionary lookups instead of a JSON and address parse.
-    """
+    """Decode one lease; a malformed key or value is warned about once and skipped."""
     try:
-        subnets = _KEYS.get(kv.key)
-        if subnets is None:
-            if len(_KEYS) > CACHE_LIMIT:
-                _KEYS.clear()
-            subnets = _KEYS[kv.key] = parse_subnet_key(kv.key)
-        attrs = _VALUES.get(kv.value)
-        if attrs is None:
-            if len(_VALUES) > CACHE_LIMIT:
-                _VALUES.clear()
-            attrs = _VALUES[kv.value] = LeaseAttrs.from_json(kv.value)
-        return Lease(subnets[0], subnets[1], attrs, kv.mod_revision, kv.lease_id)
+        subnet, ipv6_subnet = parse_subnet_key(kv.key)
+        return Lease(subnet, ipv6_subnet, LeaseAttrs.from_json(kv.value), kv.mod_revision, kv.lease_id)
     except ValueError as exc:
         if (kv.key, kv.value) not in _warned:
             if len(_warned) > 4096:

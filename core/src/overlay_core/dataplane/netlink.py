@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..leanimport import import_part
+
 T = TypeVar("T")
 
 
@@ -25,7 +27,9 @@ class Netlink:
         self._thread: threading.Thread | None = None
 
     def _start(self) -> None:
-        from pyroute2 import IPRoute
+        # only rtnetlink and pyroute2's logging setup, not all of pyroute2 (see leanimport)
+        _, linux = import_part("pyroute2", "config.log", "iproute.linux")
+        IPRoute = linux.IPRoute  # noqa: N806
 
         ready = threading.Event()
         box: list[Any] = []

@@ -1,0 +1,58 @@
+"""The agent's own text exposition against prometheus_client's, and the lean imports behind it."""
+
+import subprocess
+import sys
+
+from overlay_core.metrics import Metrics, exposition
+
+
+def test_exposition_matches_prometheus_client_without_created_series():
+    from prometheus_client import generate_latest
+
+    m = Metrics()
+    m.ready.set(1)
+    m.peer_events.labels(kind="added").inc(3)
+    m.hook_errors.labels(hook="peers_added", plugin='odd "name"\\x\n').inc()
+    m.batch_seconds.observe(0.003)
+    m.batch_seconds.observe(7)
+    m.watch_revision.set(123456789012)
+
+    def without_created(text: str) -> list[str]:
+        lines, skip = [], False
+        for line in text.splitlines():
+            if line.startswith("# HELP "):
+                skip = line.split()[2].endswith("_created")
+            if not skip:
+                lines.append(line)
+        return lines
+
+    ours = exposition(m.registry).decode()
+    assert "_created" not in ours
+    assert 'plugin="odd \\"name\\"\\\\x\\n"' in ours
+    assert ours.splitlines() == without_created(generate_latest(m.registry).decode())
+
+
+def run_fresh(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_agent_imports_only_the_parts_of_pyroute2_and_prometheus_client_it_uses():
+    out = run_fresh(
+        "import sys, overlay_core.agent\n"
+        "from overlay_core.leanimport import import_part\n"
+        "import_part('pyroute2', 'iproute.linux')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('pyroute2.ndb', 'pyroute2.ipdb', "
+        "'prometheus_client.exposition', 'wsgiref'))))"
+    )
+    assert out.strip() == "[]"
+
+
+def test_a_lean_package_completes_itself_when_used_whole():
+    out = run_fresh(
+        "from overlay_core.leanimport import import_part\n"
+        "(linux,) = import_part('pyroute2', 'iproute.linux')\n"
+        "from pyroute2 import IPRoute, NDB\n"
+        "import pyroute2\n"
+        "print(IPRoute is linux.IPRoute, NDB.__module__, pyroute2.__version__ != 'unknown')"
+    )
+    assert out.split() == ["True", "pyroute2.ndb.main", "True"]
