@@ -60,3 +60,20 @@ def test_compatible_and_owned_by():
     mine = Lease(None, IPv6Network("fd00:0:0:5::/64"), LeaseAttrs(public_ipv6=IPv6Address("2001:db8::1")))
     assert owned_by(mine, LeaseAttrs(public_ipv6=IPv6Address("2001:db8::1")), v6only)
     assert not owned_by(mine, LeaseAttrs(public_ipv6=IPv6Address("2001:db8::2")), v6only)
+
+
+def test_cidr_relations_match_ipaddress_and_leave_no_cache_behind():
+    from ipaddress import ip_network
+
+    from overlay_core.cidr import overlap, within
+
+    nets = [ip_network(n) for n in ("10.0.0.0/8", "10.5.0.0/16", "10.5.1.0/24", "10.6.1.0/24", "10.5.1.128/25",
+                                    "192.0.2.0/24", "2001:db8::/32", "2001:db8:1::/48")]
+    for a in nets:
+        for b in nets:
+            same = a.version == b.version
+            assert overlap(a, b) == (same and a.overlaps(b)), (a, b)
+            assert within(a, b) == (same and a.subnet_of(b)), (a, b)
+    fresh = [ip_network("10.5.1.0/24"), ip_network("10.0.0.0/8")]
+    assert overlap(*fresh) and within(*fresh)
+    assert all("broadcast_address" not in getattr(n, "__dict__", {}) for n in fresh)

@@ -17,6 +17,7 @@ from ipaddress import IPv4Network, IPv6Network
 
 import trio
 
+from .cidr import overlap
 from .config import FamilyRange, NetworkConfig, parse_config
 from .errors import ConfigError, SubnetsExhaustedError
 from .etcd import KV, EtcdStore
@@ -69,13 +70,6 @@ def owned_by(lease: Lease, attrs: LeaseAttrs, config: NetworkConfig) -> bool:
     if config.ipv4:
         return lease.attrs.public_ip == attrs.public_ip
     return attrs.public_ipv6 is not None and lease.attrs.public_ipv6 == attrs.public_ipv6
-
-
-def overlap(a: IPv4Network | IPv6Network, b: IPv4Network | IPv6Network) -> bool:
-    """Whether two CIDR blocks share an address: they nest or are disjoint, so one holds the
-    other's first address. (``IPv4Network.overlaps`` would also cache each network's broadcast
-    address in a per-object dict: about 150 bytes for every peer lease ever compared.)"""
-    return a.version == b.version and (a.network_address in b or b.network_address in a)
 
 
 def free_subnets(rng: FamilyRange, taken: Iterable[IPv4Network | IPv6Network | None]):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar, Union
 
+from ..cidr import within
+
 RTPROT_OVERLAY = 79  # route protocol marking routes we own ("proto 79" in `ip route`)
 MAIN_TABLE = 254
 
@@ -82,7 +84,7 @@ class Scope:
 
     def owns(self, obj: KernelObject) -> bool:
         if isinstance(obj, Route):
-            return any(obj.dst.version == n.version and obj.dst.subnet_of(n) for n in self.networks)
+            return any(within(obj.dst, n) for n in self.networks)
         return obj.ifindex in self.devices
 
 
