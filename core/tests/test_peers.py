@@ -1,7 +1,9 @@
 """Pure tests of the peer set: snapshot diffs, de-duplication, coalescing, ordering."""
 
+from collections import deque
+
 from overlay_core.etcd import KV, WatchEvent
-from overlay_core.peers import PeerSet
+from overlay_core.peers import PeerBatch, PeerSet, _merge
 
 P = "/coreos.com/network/subnets/"
 
@@ -9,6 +11,20 @@ P = "/coreos.com/network/subnets/"
 def v(ip, mac="aa:aa:aa:aa:aa:aa"):
     return ('{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VtepMAC":"%s"}}'
             % (ip, mac)).encode()
+
+
+def apply(s: PeerSet, responses):
+    """Apply watch responses without acting on own-key events (which are collected in order)."""
+    events = deque(ev for _, evs in responses for ev in evs)
+    batch, own_events = PeerBatch(), []
+    while True:
+        part, own = s.step(events)
+        batch = _merge(batch, part)
+        if own is None:
+            break
+        own_events.append(own)
+    s.revision = max([s.revision] + [rev for rev, _ in responses])
+    return batch, own_events
 
 
 def test_snapshot_reports_added_and_own_key_separately():
@@ -37,7 +53,7 @@ def test_malformed_key_or_value_never_empties_the_set():
     s.reset(10, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6)])
     batch, _ = s.reset(11, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6), KV(P + "garbage", b"{}", 11)])
     assert not batch and len(s.peers) == 1
-    batch, _ = s.apply([(12, [WatchEvent(P + "10.5.2.0-24", b"not json", 12),
+    batch, _ = apply(s, [(12, [WatchEvent(P + "10.5.2.0-24", b"not json", 12),
                               WatchEvent(P + "nonsense-key", v("192.0.2.9"), 12)])])
     assert not batch and s.peers["10.5.2.0-24"].attrs.public_ip.exploded == "192.0.2.2"
 
@@ -45,14 +61,14 @@ def test_malformed_key_or_value_never_empties_the_set():
 def test_renewal_with_same_data_is_no_event_but_updates_revision():
     s = PeerSet()
     s.reset(10, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 6)])
-    batch, _ = s.apply([(11, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.2"), 11, 77)])])
+    batch, _ = apply(s, [(11, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.2"), 11, 77)])])
     assert not batch and s.peers["10.5.2.0-24"].revision == 11
 
 
 def test_changes_to_one_key_within_a_batch_are_coalesced():
     s = PeerSet()
     s.reset(10, [])
-    batch, _ = s.apply([
+    batch, _ = apply(s, [
         (11, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.2"), 11)]),
         (12, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.2", "bb:bb:bb:bb:bb:bb"), 12)]),
         (13, [WatchEvent(P + "10.5.3.0-24", v("192.0.2.3"), 13)]),
@@ -65,7 +81,7 @@ def test_changes_to_one_key_within_a_batch_are_coalesced():
 def test_revisions_only_go_forward():
     s = PeerSet()
     s.reset(20, [KV(P + "10.5.2.0-24", v("192.0.2.2"), 20)])
-    batch, _ = s.apply([(21, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.99"), 15),
+    batch, _ = apply(s, [(21, [WatchEvent(P + "10.5.2.0-24", v("192.0.2.99"), 15),
                               WatchEvent(P + "10.5.2.0-24", None, 19)])])
     assert not batch and "10.5.2.0-24" in s.peers
 
@@ -73,7 +89,7 @@ def test_revisions_only_go_forward():
 def test_delete_of_unknown_key_and_own_key_events():
     s = PeerSet(own_key="10.5.1.0-24")
     s.reset(10, [])
-    batch, own = s.apply([(11, [WatchEvent(P + "10.5.9.0-24", None, 11),
+    batch, own = apply(s, [(11, [WatchEvent(P + "10.5.9.0-24", None, 11),
                                 WatchEvent(P + "10.5.1.0-24", None, 11)])])
     assert not batch and len(own) == 1 and own[0].lease is None
 

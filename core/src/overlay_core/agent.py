@@ -26,16 +26,18 @@ from .config import NetworkConfig
 from .dataplane.firewall import FamilyRules, Firewall, open_firewall
 from .dataplane.monitor import monitor_kernel
 from .dataplane.netlink import Netlink
-from .errors import ConfigError, OverlayError, SubnetsExhaustedError
+from .dispatch import PeerDispatcher
+from .errors import ConfigError, OverlayError
 from .etcd import EtcdOptions, EtcdStore, StoreUnavailable
 from .health import HealthServer
 from .iface import IfaceOptions, read_interfaces, select_interface
-from .kernel_backend import LOG_EACH
 from .lease import UNSET_IP, Lease, LeaseAttrs
+from .lease_keeper import LeaseKeeper
 from .metrics import Metrics
-from .peers import OwnKeyEvent, PeerBatch, PeerSet, PeerWatcher
+from .peers import PeerBatch, PeerSet, PeerWatcher
 from .plugins import PluginManager, load_backend_class
-from .subnets import LEASE_TTL, Keys, LeaseLost, SubnetManager, owned_by
+from .subnets import LEASE_TTL, Keys, SubnetManager
+from .validity import LeaseRules, local_networks
 
 LOGGER = logging.getLogger("overlay.agent")
 
@@ -44,10 +46,8 @@ T = TypeVar("T")
 STORE_BACKOFF_START = 0.2
 STORE_BACKOFF_MAX = 5.0
 CONFIG_RETRY = 1.0
-RENEW_RETRY = 60.0
 SHUTDOWN_GRACE = 1.0
 RECONCILE_DEBOUNCE = 0.05
-EXHAUSTED_RETRY = 5.0
 
 
 @dataclass
@@ -121,18 +121,24 @@ class Agent:
         self.peer_set = PeerSet()
         self.phase = "starting"
         self.conflict = ""
-        self.waiting = ""
+        self.config_error = ""
         self.node: Node | None = None
         self.backend: Backend | None = None
+        self.keeper: LeaseKeeper | None = None
+        self.dispatcher: PeerDispatcher | None = None
         self.firewall: Firewall | None = None
         self.subnet_file_written = False
         self.synced = False
-        self.peer_count = 0
-        self.expires_at: float | None = None
-        self._lease_changed = trio.Event()
+        self.local: tuple = ()
         self._reconcile_now = trio.Event()
-        self._ignored: set[str] = set()
+        self._addresses_changed = trio.Event()
         self._store_down_logged = -math.inf
+        self.metrics.config_valid.set(1)
+        self.store.on_state = self._store_state
+
+    def _store_state(self, connected: bool) -> None:
+        self.metrics.etcd_connected.set(1 if connected else 0)
+        self.metrics.etcd_state_since.set(self.store.since)
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -150,12 +156,17 @@ class Agent:
         if node is not None and node.lease is not None:
             facts["subnet"] = str(node.lease.subnet) if node.lease.subnet else None
             facts["ipv6_subnet"] = str(node.lease.ipv6_subnet) if node.lease.ipv6_subnet else None
-            facts["peers"] = self.peer_count
+            facts["peers"] = len(self.dispatcher.accepted) if self.dispatcher else 0
             facts["reservation"] = node.lease.is_reservation
+        facts["store"] = self.store.state()
+        if self.dispatcher is not None and self.dispatcher.rejected:
+            facts["rejected_leases"] = self.dispatcher.report()
         if self.conflict:
             facts["conflict"] = self.conflict
-        if self.waiting:
-            facts["waiting"] = self.waiting
+        if self.config_error:
+            facts["config_error"] = self.config_error
+        if self.keeper is not None and self.keeper.waiting:
+            facts["waiting"] = self.keeper.waiting
         if node is not None:
             for extra in self.plugins.pm.hook.overlay_report(node=node):
                 if isinstance(extra, dict):
@@ -187,23 +198,6 @@ class Agent:
                 self._store_down_logged = -math.inf
             return result
 
-    async def _acquire(self, config: NetworkConfig, attrs: LeaseAttrs, previous=(None, None)) -> Lease:
-        """Acquire a lease; when every subnet is taken, say so (log and /readyz) and keep trying:
-        a node joining a full network waits for a subnet instead of crash-looping."""
-        last = ""
-        while True:
-            try:
-                lease = await self._retry("acquiring a lease", lambda: self.subnets.acquire(config, attrs, previous))
-            except SubnetsExhaustedError as exc:
-                if str(exc) != last:
-                    LOGGER.error("%s (retrying every %.0f s)", exc, EXHAUSTED_RETRY)
-                    last = str(exc)
-                self.waiting = str(exc)
-                await trio.sleep(EXHAUSTED_RETRY)
-                continue
-            self.waiting = ""
-            return lease
-
     async def _fetch_config(self) -> NetworkConfig:
         self.phase = "fetching-config"
         last_error = ""
@@ -219,19 +213,7 @@ class Agent:
     # -- peers ---------------------------------------------------------------------------
 
     def accepted_peers(self) -> list[Lease]:
-        return [p for p in self.peer_set.peers.values() if self._accepts(p)]
-
-    def _accepts(self, lease: Lease) -> bool:
-        assert self.backend is not None
-        if self.backend.accepts(lease):
-            return True
-        if lease.key not in self._ignored:
-            self._ignored.add(lease.key)
-            LOGGER.info(
-                "ignoring lease %s: BackendType %r is not %r",
-                lease.key, lease.attrs.backend_type, self.backend.advertised_type(),
-            )
-        return False
+        return list(self.dispatcher.accepted.values()) if self.dispatcher else []
 
     def _hook_error(self, hook: str) -> Callable[[str, Exception], None]:
         def report(plugin: str, exc: Exception) -> None:
@@ -247,138 +229,52 @@ class Agent:
         await self.plugins.call_each(hook, self._hook_error(hook), node=self.node, **kwargs)
 
     async def on_batch(self, batch: PeerBatch, snapshot: bool) -> None:
+        assert self.dispatcher is not None
         started = time.perf_counter()
-        removed = [p for p in batch.removed if self._accepts(p)]
-        added = [p for p in batch.added if self._accepts(p)]
-        changed = []
-        for old, new in batch.changed:
-            was, now = self._accepts(old), self._accepts(new)
-            if was and now:
-                changed.append((old, new))
-            elif was:
-                removed.append(old)
-            elif now:
-                added.append(new)
-        for hook, items, kind in (
-            ("overlay_peers_removed", removed, "removed"),
-            ("overlay_peers_changed", changed, "changed"),
-            ("overlay_peers_added", added, "added"),
-        ):
-            if items:
-                shown = ", ".join((i[1] if isinstance(i, tuple) else i).describe() for i in items[:LOG_EACH])
-                more = f" and {len(items) - LOG_EACH} more" if len(items) > LOG_EACH else ""
-                LOGGER.info("peers %s: %s%s", kind, shown, more)
-                self.metrics.peer_events.labels(kind).inc(len(items))
-                arg = "changes" if kind == "changed" else "peers"
-                await self._emit(hook, **{arg: items})
-        peers = self.accepted_peers() if snapshot else None
-        if peers is not None:
+        await self.dispatcher.deliver(self.dispatcher.translate(batch))
+        if snapshot:
+            peers = self.accepted_peers()
             await self._emit("overlay_store_in_sync", peers=peers, initial=not self.synced)
             if not self.synced:
                 LOGGER.info("store in sync: %d peers programmed", len(peers))
             self.synced = True
-        self.peer_count = len(peers) if peers is not None else self.peer_count + len(added) - len(removed)
-        self.metrics.peers.set(self.peer_count)
+        self.metrics.peers.set(len(self.dispatcher.accepted))
         self.metrics.watch_revision.set(self.peer_set.revision)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def on_own(self, event: OwnKeyEvent) -> None:
-        """Our own key changed: adopt a renewal/reservation, re-create it, or move on."""
-        node = self.node
-        assert node is not None and node.lease is not None
-        current = node.lease
-        if event.lease is not None:
-            if owned_by(event.lease, current.attrs, node.config):
-                if event.lease.revision >= current.revision:
-                    if event.lease.is_reservation and not current.is_reservation:
-                        LOGGER.info("our lease %s became a reservation; no more renewals", current.key)
-                    node.lease = event.lease
-                    self._wake_renewal()
-                return
-            await self._lost(f"its key now names {event.lease.attrs.public_ip}")
-            return
-        LOGGER.warning("our lease key %s disappeared; re-creating it on the same subnet", current.key)
-        fresh = await self._retry("re-creating our lease", lambda: self.subnets.reacquire(current))
-        if fresh is None:
-            await self._lost("another node took it while our key was gone")
-            return
-        node.lease = fresh
-        self._wake_renewal()
-        await self._refresh_expiry()
+    def _rules(self) -> LeaseRules:
+        assert self.node is not None
+        lease = self.node.lease
+        own = tuple(n for n in ((lease.subnet, lease.ipv6_subnet) if lease else ()) if n is not None)
+        return LeaseRules(self.node.config, own, self.local)
 
-    async def _lost(self, reason: str) -> None:
-        node = self.node
-        assert node is not None and node.lease is not None
-        old = node.lease
-        LOGGER.error("lost subnet %s: %s; acquiring another one", old.key, reason)
-        await self._emit("overlay_lease_lost", lease=old, reason=reason)
-        await self._take(await self._acquire(node.config, old.attrs))
+    async def _rules_changed(self) -> None:
+        """Judge every peer lease again (our subnet or the node's addresses changed)."""
+        if self.dispatcher is not None:
+            await self.dispatcher.deliver(self.dispatcher.rules_changed(self._rules()))
 
-    async def _take(self, lease: Lease) -> None:
-        """Make ``lease`` ours: hooks, firewall, subnet file."""
-        node = self.node
-        assert node is not None
-        node.lease = lease
-        self.peer_set.own_key = lease.key
-        self.peer_set.peers.pop(lease.key, None)
-        await self.plugins.call("overlay_lease_acquired", lease=lease, node=node)
+    async def _taken(self, lease: Lease) -> None:
+        """Steps for a lease we now hold: backend hooks, firewall, subnet file, peer rules."""
+        await self.plugins.call("overlay_lease_acquired", lease=lease, node=self.node)
         await self._setup_firewall()
         await self._write_subnet_file()
-        await self._refresh_expiry()
-        self._wake_renewal()
+        await self._rules_changed()
 
-    # -- lease renewal ---------------------------------------------------------------------
-
-    def _wake_renewal(self) -> None:
-        self._lease_changed.set()
-        self._lease_changed = trio.Event()
-
-    async def _refresh_expiry(self) -> None:
-        assert self.node is not None and self.node.lease is not None
-        remaining = await self._retry("reading our lease TTL", lambda: self.subnets.remaining(self.node.lease))
-        self._set_expiry(remaining)
-
-    def _set_expiry(self, remaining: float | None) -> None:
-        if remaining is None:
-            self.expires_at = None
-            self.metrics.lease_expiry.set(0)
-        else:
-            self.expires_at = trio.current_time() + remaining
-            self.metrics.lease_expiry.set(time.time() + remaining)
-
-    async def _renew_loop(self) -> None:
-        margin = self.options.renew_margin * 60
+    async def _addresses_loop(self) -> None:
+        """Re-read the node's addresses when they change: a peer lease that overlapped one of
+        them (or no longer does) is judged again."""
         while True:
-            node = self.node
-            assert node is not None and node.lease is not None
-            changed = self._lease_changed
-            if node.lease.is_reservation or self.expires_at is None:
-                await changed.wait()
-                continue
-            delay = self.expires_at - margin - trio.current_time()
-            with trio.move_on_after(max(delay, 0)):
-                await changed.wait()
-                continue
-            try:
-                lease, remaining = await self.subnets.renew(node.lease)
-            except StoreUnavailable as exc:
-                self.metrics.renewals.labels("failed").inc()
-                LOGGER.warning("lease renewal failed (%s); retrying in %.0f s", exc, RENEW_RETRY)
-                with trio.move_on_after(RENEW_RETRY):
-                    await changed.wait()
-                continue
-            except LeaseLost as exc:
-                self.metrics.renewals.labels("lost").inc()
-                await self._lost(str(exc))
-                continue
-            self.metrics.renewals.labels("ok").inc()
-            if lease is not node.lease:
-                node.lease = lease
-            self._set_expiry(remaining)
-            LOGGER.info("renewed lease %s (%.0f s left)", lease.key, remaining or 0)
-            await self._emit("overlay_lease_renewed", lease=lease, remaining=remaining)
+            await self._addresses_changed.wait()
+            await trio.sleep(RECONCILE_DEBOUNCE)
+            self._addresses_changed = trio.Event()
+            snapshot = await read_interfaces(self.netlink)
+            self.local = local_networks(snapshot.links)
+            await self._rules_changed()
 
     # -- periodic work ---------------------------------------------------------------------
+
+    def _addresses_changed_soon(self) -> None:
+        self._addresses_changed.set()
 
     def request_reconcile(self) -> None:
         """Run the reconcile hook soon (kernel drift seen, or a peer hook failed)."""
@@ -407,14 +303,26 @@ class Agent:
                     self.metrics.firewall_repairs.inc(repaired)
 
     async def _check_config(self) -> None:
-        """Refuse a config change that would alter the backend type or the network."""
+        """Keep running on the last good config: warn once about an unusable one (and show it in
+        /readyz), refuse a change of the backend type or the network."""
         node = self.node
         assert node is not None
         try:
             fresh = await self.subnets.get_config()
-        except (StoreUnavailable, ConfigError) as exc:
+        except StoreUnavailable as exc:
             LOGGER.debug("config check skipped: %s", exc)
             return
+        except ConfigError as exc:
+            error = f"the network config in the store is unusable ({exc}); running on the last good one"
+            if error != self.config_error:
+                LOGGER.warning("%s", error)
+            self.config_error = error
+            self.metrics.config_valid.set(0)
+            return
+        if self.config_error:
+            LOGGER.info("the network config in the store is valid again")
+            self.config_error = ""
+        self.metrics.config_valid.set(0 if self.conflict else 1)
         if fresh.same_network(node.config):
             if self.conflict:
                 LOGGER.info("network config matches the running one again")
@@ -431,6 +339,7 @@ class Agent:
         if conflict != self.conflict:
             LOGGER.error("%s", conflict)
         self.conflict = conflict
+        self.metrics.config_valid.set(0)
 
     # -- setup steps -------------------------------------------------------------------------
 
@@ -461,9 +370,10 @@ class Agent:
     async def _start_backend(self, config: NetworkConfig) -> Node:
         backend_cls = load_backend_class(config.backend_type)
         observers = self.plugins.load_observers()
+        snapshot = await read_interfaces(self.netlink, self.options.iface.can_reach)
+        self.local = local_networks(snapshot.links)
         iface = select_interface(
-            await read_interfaces(self.netlink, self.options.iface.can_reach),
-            replace(self.options.iface, ipv4=config.ipv4 is not None, ipv6=config.ipv6 is not None),
+            snapshot, replace(self.options.iface, ipv4=config.ipv4 is not None, ipv6=config.ipv6 is not None),
         )
         LOGGER.info(
             "using interface %s (index %d, MTU %d), public IP %s%s",
@@ -473,6 +383,9 @@ class Agent:
         node = self.node = Node(config, iface, self.netlink, metrics=self.metrics)
         self.backend = backend_cls(node)
         self.plugins.register(self.backend, name=f"backend:{backend_cls.type}")
+        self.dispatcher = PeerDispatcher(LeaseRules(config), self.backend.accepts, self._emit, self.metrics)
+        self.keeper = LeaseKeeper(node, self.subnets, self.peer_set, self._retry, self._taken, self._emit,
+                                  self.metrics, self.options.renew_margin * 60)
         LOGGER.info("backend %s loaded%s", backend_cls.type,
                     f"; observer plugins: {', '.join(observers)}" if observers else "")
         await self.plugins.call("overlay_network_config", config=config, node=node)
@@ -506,21 +419,25 @@ class Agent:
             attrs, node.mtu = await self._lease_attrs(node)
             self.phase = "acquiring-lease"
             previous = subnetfile.previous_subnets(self.options.subnet_file)
-            lease = await self._acquire(config, attrs, previous)
-            await self._take(lease)
+            keeper = self.keeper
+            assert keeper is not None
+            lease = await keeper.acquire(config, attrs, previous)
+            await keeper.take(lease)
             self.phase = "syncing-peers"
             watcher = PeerWatcher(self.store, self.keys.subnets, self.peer_set, self.on_batch,
-                                  self.on_own, self.metrics)
+                                  keeper.on_own, self.metrics)
             await nursery.start(watcher.run)
-            nursery.start_soon(self._renew_loop)
+            nursery.start_soon(keeper.renew_loop)
             nursery.start_soon(self._reconcile_loop)
-            await nursery.start(monitor_kernel, node.owned_links, self.request_reconcile)
+            await nursery.start(monitor_kernel, node.owned_links, self.request_reconcile,
+                                self._addresses_changed_soon)
+            nursery.start_soon(self._addresses_loop)
             nursery.start_soon(self._firewall_loop)
             self.phase = "running"
             _release_memory()
             self.report()
             _sd_notify("READY=1")
-            LOGGER.info("ready: subnet %s, %d peers", lease.describe(), self.peer_count)
+            LOGGER.info("ready: subnet %s, %d peers", lease.describe(), len(self.accepted_peers()))
             task_status.started(self)
 
     async def shutdown(self) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -126,6 +128,22 @@ class EtcdStore:
         self._client = None
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(4)
+        self.connected: bool | None = None  # None until the first call answers or fails
+        self.since = time.time()  # when ``connected`` last changed (Unix time)
+        self.on_state: Callable[[bool], None] | None = None
+
+    def note(self, ok: bool) -> None:
+        """Record that etcd answered (``ok``) or failed; every call does, and so does the watch."""
+        if ok != self.connected:
+            self.connected = ok
+            self.since = time.time()
+            if self.on_state is not None:
+                self.on_state(ok)
+
+    def state(self) -> dict:
+        """The connection as ``/readyz`` shows it."""
+        return {"connected": bool(self.connected), "since": round(self.since, 3),
+                "endpoints": self.options.label()}
 
     # -- client construction -------------------------------------------------------------
 
@@ -203,9 +221,15 @@ class EtcdStore:
             ) from None
 
     async def _call(self, fn, *args):
-        return await trio.to_thread.run_sync(
-            self._run, fn, *args, abandon_on_cancel=True, limiter=self._limiter
-        )
+        try:
+            result = await trio.to_thread.run_sync(
+                self._run, fn, *args, abandon_on_cancel=True, limiter=self._limiter
+            )
+        except StoreUnavailable:
+            self.note(False)
+            raise
+        self.note(True)
+        return result
 
     def close(self) -> None:
         self._reset()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .backend import Backend, Node
 from .dataplane.kernel import Kernel
 from .dataplane.objects import KernelObject, Route, Scope, intern
+from .dispatch import LOG_EACH
 from .lease import Lease
 from .plugins import hookimpl
 
@@ -30,9 +31,6 @@ class PeerPlan:
     mode: str
     objects: tuple[KernelObject, ...] = ()
     reason: str = ""
-
-
-LOG_EACH = 10  # decisions logged one by one up to this many per batch, then summarised
 
 
 @dataclass

@@ -45,7 +45,20 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.ready = Gauge("overlay_ready", "1 when the node is ready (/readyz 200)", registry=r)
-        self.etcd_connected = Gauge("overlay_etcd_connected", "1 while the etcd watch is up", registry=r)
+        self.etcd_connected = Gauge("overlay_etcd_connected", "1 while etcd answers (calls and watch)", registry=r)
+        self.etcd_state_since = Gauge(
+            "overlay_etcd_state_since_timestamp_seconds",
+            "Unix time the etcd connection last changed between connected and disconnected", registry=r,
+        )
+        self.leases_rejected = Counter(
+            "overlay_leases_rejected",
+            "Peer leases refused because no network config could have handed them out, by reason",
+            ["reason"], registry=r,
+        )
+        self.rejected_leases = Gauge("overlay_rejected_leases", "Peer leases currently refused", registry=r)
+        self.config_valid = Gauge(
+            "overlay_config_valid", "0 while the network config in the store is unusable or refused", registry=r,
+        )
         self.peers = Gauge("overlay_peers", "Peer leases currently programmed", registry=r)
         self.watch_revision = Gauge("overlay_watch_revision", "Last etcd revision applied", registry=r)
         self.relists = Counter(

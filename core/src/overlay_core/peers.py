@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -42,10 +43,11 @@ class PeerBatch:
 
 @dataclass
 class OwnKeyEvent:
-    """Something happened to our own key: ``lease`` is None when it was deleted."""
+    """Something happened to the key we hold (``key``): ``lease`` is None when it was deleted."""
 
     lease: Lease | None
     revision: int
+    key: str = ""
 
 
 class PeerSet:
@@ -89,39 +91,100 @@ class PeerSet:
         before: dict[str, Lease | None] = {k: self.peers.get(k) for k in {*self.peers, *fresh}}
         self.peers = fresh
         self.revision = max(self.revision, revision)
-        return self._diff(before), OwnKeyEvent(own, revision)
+        return self._diff(before), OwnKeyEvent(own, revision, self.own_key or "")
 
-    def apply(
-        self, responses: Iterable[tuple[int, list[WatchEvent]]]
-    ) -> tuple[PeerBatch, list[OwnKeyEvent]]:
-        """Apply watch responses in order; changes to one key within them are coalesced."""
-        before: dict[str, Lease | None] = {}
-        own_events: list[OwnKeyEvent] = []
-        for header_revision, events in responses:
-            for ev in events:
-                name = self._name(ev.key)
-                if name == self.own_key:
-                    lease = None
-                    if ev.value is not None:
-                        lease = parse_kv(KV(ev.key, ev.value, ev.mod_revision, ev.lease_id))
-                    if ev.value is None or lease is not None:
-                        own_events.append(OwnKeyEvent(lease, ev.mod_revision))
-                    continue
-                current = self.peers.get(name)
-                if current is not None and ev.mod_revision <= current.revision:
-                    continue  # replayed or reordered: revisions only go forward
-                if ev.value is None:
-                    if current is not None:
-                        before.setdefault(name, current)
-                        del self.peers[name]
-                    continue
-                lease = parse_kv(KV(ev.key, ev.value, ev.mod_revision, ev.lease_id))
-                if lease is None:
-                    continue  # malformed: keep what we had
+    def _peer_event(self, name: str, ev: WatchEvent, before: dict[str, Lease | None]) -> None:
+        current = self.peers.get(name)
+        if current is not None and ev.mod_revision <= current.revision:
+            return  # replayed or reordered: revisions only go forward
+        if ev.value is None:
+            if current is not None:
                 before.setdefault(name, current)
-                self.peers[name] = lease
-            self.revision = max(self.revision, header_revision)
-        return self._diff(before), own_events
+                del self.peers[name]
+            return
+        lease = parse_kv(KV(ev.key, ev.value, ev.mod_revision, ev.lease_id))
+        if lease is None:
+            return  # malformed: keep what we had
+        before.setdefault(name, current)
+        self.peers[name] = lease
+
+    def step(self, events: deque[WatchEvent]) -> tuple[PeerBatch, OwnKeyEvent | None]:
+        """Apply ``events`` from the left, in order, until one is about the key we hold now.
+
+        Returns the coalesced peer changes before it and that event (None once every event is
+        consumed). Whether an event is ours is decided when it is reached, against the key held
+        at that point: after the caller has handled an own-key event (which may move us to
+        another subnet), the events that follow about the old key are peer events.
+        """
+        before: dict[str, Lease | None] = {}
+        while events:
+            ev = events.popleft()
+            name = self._name(ev.key)
+            if name == self.own_key:
+                lease = None
+                if ev.value is not None:
+                    lease = parse_kv(KV(ev.key, ev.value, ev.mod_revision, ev.lease_id))
+                    if lease is None:
+                        continue  # a malformed value under our key: keep our lease
+                self.revision = max(self.revision, ev.mod_revision)
+                return self._diff(before), OwnKeyEvent(lease, ev.mod_revision, name)
+            self._peer_event(name, ev, before)
+            self.revision = max(self.revision, ev.mod_revision)
+        return self._diff(before), None
+
+    def release(self, event: OwnKeyEvent) -> PeerBatch:
+        """The key of ``event`` is no longer ours: record what it holds as a peer lease."""
+        if event.key == self.own_key:
+            return PeerBatch()
+        before: dict[str, Lease | None] = {}
+        current = self.peers.get(event.key)
+        if event.lease is None:
+            if current is not None and current.revision < event.revision:
+                before[event.key] = current
+                del self.peers[event.key]
+        elif current is None or current.revision < event.lease.revision:
+            before[event.key] = current
+            self.peers[event.key] = event.lease
+        return self._diff(before)
+
+
+def _flatten(responses: Iterable[tuple[int, list[WatchEvent]]]) -> tuple[deque[WatchEvent], int]:
+    events: deque[WatchEvent] = deque()
+    header = 0
+    for revision, evs in responses:
+        events.extend(evs)
+        header = max(header, revision)
+    return events, header
+
+
+def _merge(first: PeerBatch, second: PeerBatch) -> PeerBatch:
+    """One batch with the net effect of ``first`` then ``second`` (keys of a peer set)."""
+    if not first:
+        return second
+    if not second:
+        return first
+    start: dict[str, Lease | None] = {}
+    end: dict[str, Lease | None] = {}
+    for batch in (first, second):
+        for lease in batch.added:
+            start.setdefault(lease.key, None)
+            end[lease.key] = lease
+        for old, new in batch.changed:
+            start.setdefault(old.key, old)
+            end[new.key] = new
+        for lease in batch.removed:
+            start.setdefault(lease.key, lease)
+            end[lease.key] = None
+    merged = PeerBatch()
+    for key, old in start.items():
+        new = end[key]
+        if old is None and new is not None:
+            merged.added.append(new)
+        elif old is not None and new is None:
+            merged.removed.append(old)
+        elif old is not None and new is not None and old.attrs != new.attrs:
+            merged.changed.append((old, new))
+    return merged
 
 
 BatchHandler = Callable[[PeerBatch, bool], Awaitable[None]]
@@ -158,8 +221,7 @@ class PeerWatcher:
     def _down(self, exc: Exception) -> None:
         now = trio.current_time()
         self.connected = False
-        if self.metrics:
-            self.metrics.etcd_connected.set(0)
+        self.store.note(False)
         if self._outage_since is None:
             self._outage_since = now
         if now - self._outage_logged >= OUTAGE_LOG_EVERY:
@@ -176,8 +238,7 @@ class PeerWatcher:
         self._outage_since = None
         self._outage_logged = -math.inf
         self.connected = True
-        if self.metrics:
-            self.metrics.etcd_connected.set(1)
+        self.store.note(True)
 
     async def resync(self) -> None:
         """Re-list every lease in one range read and deliver the difference."""
@@ -185,7 +246,9 @@ class PeerWatcher:
         revision, kvs = await self.store.range(self.prefix)
         self._up()
         batch, own = self.peer_set.reset(revision, kvs)
-        await self.on_own(own)
+        if own.key:
+            await self.on_own(own)
+            batch = _merge(batch, self.peer_set.release(own))
         await self.on_batch(batch, True)
         if self.metrics:
             self.metrics.resync_seconds.set(trio.current_time() - started)
@@ -240,8 +303,21 @@ class PeerWatcher:
                         responses.append(recv.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                batch, own_events = self.peer_set.apply(responses)
-                for own in own_events:
-                    await self.on_own(own)
-                if batch:
-                    await self.on_batch(batch, False)
+                await self._deliver(responses)
+
+    async def _deliver(self, responses: list[tuple[int, list[WatchEvent]]]) -> None:
+        """Hand the events to the hooks in revision order. An event about the key we hold goes to
+        ``on_own`` the moment it is reached; if that moved us off the key, the same event (and
+        every later one about that key) is a peer event."""
+        events, header = _flatten(responses)
+        while True:
+            batch, own = self.peer_set.step(events)
+            if batch:
+                await self.on_batch(batch, False)
+            if own is None:
+                break
+            await self.on_own(own)
+            released = self.peer_set.release(own)
+            if released:
+                await self.on_batch(released, False)
+        self.peer_set.revision = max(self.peer_set.revision, header)

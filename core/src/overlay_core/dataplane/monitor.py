@@ -2,7 +2,9 @@
 
 Watched: deletion of a route with our protocol; deletion of a neighbour/FDB entry or an address
 on a device a backend registered in ``Node.owned_links``; deletion of such a device, or it going
-down. Everything else (ARP churn elsewhere, other tools' routes) is ignored.
+down. Everything else (ARP churn elsewhere, other tools' routes) is ignored, except that any
+address added or removed on any device is reported to ``addresses_changed`` (peer leases are
+judged against the node's own networks).
 
 A plain ``AF_NETLINK`` socket read by trio itself (no thread): only the fixed headers are
 decoded, which is all the decision needs.
@@ -23,7 +25,7 @@ LOGGER = logging.getLogger("overlay.monitor")
 
 NETLINK_ROUTE = 0
 GROUPS = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400  # LINK NEIGH IPV4_IFADDR IPV4_ROUTE IPV6_IFADDR IPV6_ROUTE
-RTM_NEWLINK, RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELNEIGH = 16, 17, 21, 25, 29
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_DELROUTE, RTM_DELNEIGH = 16, 17, 20, 21, 25, 29
 IFF_UP = 0x1
 NLMSG_HEADER = struct.Struct("=IHHII")
 
@@ -52,7 +54,8 @@ def relevant(kind: int, payload: bytes, owned: set[int]) -> bool:
     return False
 
 
-async def monitor_kernel(owned: set[int], kick: Callable[[], None], *,
+async def monitor_kernel(owned: set[int], kick: Callable[[], None],
+                         addresses_changed: Callable[[], None] | None = None, *,
                          task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Call ``kick()`` for every relevant kernel event, until cancelled."""
     sock = trio.socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
@@ -66,7 +69,12 @@ async def monitor_kernel(owned: set[int], kick: Callable[[], None], *,
             except OSError as exc:  # ENOBUFS: events were lost; reconcile to be sure
                 LOGGER.debug("netlink monitor: %s; reconciling", exc)
                 kick()
+                if addresses_changed is not None:
+                    addresses_changed()
                 continue
-            if any(relevant(kind, payload, owned) for kind, payload in messages(data)):
+            kinds = list(messages(data))
+            if any(relevant(kind, payload, owned) for kind, payload in kinds):
                 LOGGER.debug("kernel changed something we own: reconciling")
                 kick()
+            if addresses_changed is not None and any(kind in (RTM_NEWADDR, RTM_DELADDR) for kind, _ in kinds):
+                addresses_changed()
