@@ -53,7 +53,8 @@ RUN_FLAGS = [
     ("healthz-port", 0, int, "port of /healthz /readyz /metrics (0: off)"),
     ("reconcile-interval", 30, float,
      "seconds between full desired-vs-actual reconciles (kernel events trigger one at once)"),
-    ("subnet-lease-ttl", 86400, int, None),  # hidden: short leases for tests and labs
+    ("subnet-lease-ttl", 86400, int,
+     "lease TTL in seconds (ours; Flannel's is fixed at 24 h); must exceed the renew margin"),
 ]
 
 

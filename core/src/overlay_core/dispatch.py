@@ -100,9 +100,7 @@ class PeerDispatcher:
             self._unreject(lease.key)
             self._ignored.discard(lease.key)
         for old, new in batch.changed:
-            was = self._drop(old.key)
-            self._unreject(old.key)
-            self._place(new, was, out)
+            self._place(new, self._drop(old.key), out)
         for lease in sorted(batch.added, key=lambda item: item.revision):
             self._place(lease, None, out)
         if batch.removed or batch.changed:
@@ -112,6 +110,7 @@ class PeerDispatcher:
     def _place(self, lease: Lease, was: Lease | None, out: PeerBatch) -> None:
         why = self._judge(lease) if self._ours(lease) else Rejection("", "")
         if why is None:
+            self._unreject(lease.key)
             self._accept(lease)
             if was is not None:
                 out.changed.append((was, lease))
@@ -122,6 +121,8 @@ class PeerDispatcher:
             out.removed.append(was)
         if why.code:
             self._reject(lease, why)
+        else:
+            self._unreject(lease.key)
 
     def _revisit(self, out: PeerBatch) -> None:
         """Give rejected leases another look (a conflict may be gone), oldest first."""

@@ -111,6 +111,15 @@ class LeaseKeeper:
             assert current is not None
             if event.key and event.key != current.key:
                 return  # we moved meanwhile: the watcher treats it as a peer event
+            if event.malformed:
+                if event.revision >= current.revision:
+                    LOGGER.warning("the value of our lease key %s was overwritten with something that is not "
+                                   "a lease; writing ours back", current.key)
+                    fresh = await self.retry("restoring our lease", lambda: self.subnets.restore(current, event.revision))
+                    if fresh is not None:
+                        self.node.lease = fresh
+                        self._wake()
+                return
             if event.lease is not None:
                 if owned_by(event.lease, current.attrs, self.node.config):
                     if event.lease.revision >= current.revision:

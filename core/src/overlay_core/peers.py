@@ -43,11 +43,13 @@ class PeerBatch:
 
 @dataclass
 class OwnKeyEvent:
-    """Something happened to the key we hold (``key``): ``lease`` is None when it was deleted."""
+    """Something happened to the key we hold (``key``): ``lease`` is None when it was deleted,
+    or when ``malformed``: someone wrote a value there that is not a lease."""
 
     lease: Lease | None
     revision: int
     key: str = ""
+    malformed: bool = False
 
 
 class PeerSet:
@@ -76,22 +78,22 @@ class PeerSet:
     def reset(self, revision: int, kvs: Iterable[KV]) -> tuple[PeerBatch, OwnKeyEvent]:
         """Replace the set with a full listing; report the difference and our own key's state."""
         fresh: dict[str, Lease] = {}
-        own: Lease | None = None
+        own = OwnKeyEvent(None, revision, self.own_key or "")
         for kv in kvs:
             name = self._name(kv.key)
             lease = self.peers.get(name)
             if lease is None or lease.revision != kv.mod_revision or lease.lease_id != kv.lease_id:
-                lease = parse_kv(kv)  # unchanged keys (same mod revision) keep their decoded lease
-                if lease is None:
-                    continue
+                # unchanged keys (same mod revision) keep their decoded lease; a key whose new
+                # value is malformed keeps its last good one, as it does in the watch
+                lease = parse_kv(kv) or self.peers.get(name)
             if name == self.own_key:
-                own = lease
-            else:
+                own = OwnKeyEvent(lease, kv.mod_revision, name, lease is None)
+            elif lease is not None:
                 fresh[name] = lease
         before: dict[str, Lease | None] = {k: self.peers.get(k) for k in {*self.peers, *fresh}}
         self.peers = fresh
         self.revision = max(self.revision, revision)
-        return self._diff(before), OwnKeyEvent(own, revision, self.own_key or "")
+        return self._diff(before), own
 
     def _peer_event(self, name: str, ev: WatchEvent, before: dict[str, Lease | None]) -> None:
         current = self.peers.get(name)
@@ -124,17 +126,16 @@ class PeerSet:
                 lease = None
                 if ev.value is not None:
                     lease = parse_kv(KV(ev.key, ev.value, ev.mod_revision, ev.lease_id))
-                    if lease is None:
-                        continue  # a malformed value under our key: keep our lease
                 self.revision = max(self.revision, ev.mod_revision)
-                return self._diff(before), OwnKeyEvent(lease, ev.mod_revision, name)
+                malformed = ev.value is not None and lease is None
+                return self._diff(before), OwnKeyEvent(lease, ev.mod_revision, name, malformed)
             self._peer_event(name, ev, before)
             self.revision = max(self.revision, ev.mod_revision)
         return self._diff(before), None
 
     def release(self, event: OwnKeyEvent) -> PeerBatch:
         """The key of ``event`` is no longer ours: record what it holds as a peer lease."""
-        if event.key == self.own_key:
+        if event.key == self.own_key or event.malformed:
             return PeerBatch()
         before: dict[str, Lease | None] = {}
         current = self.peers.get(event.key)

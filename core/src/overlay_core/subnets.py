@@ -212,6 +212,14 @@ class SubnetManager:
             return None
         return Lease(lease.subnet, lease.ipv6_subnet, lease.attrs, kv.mod_revision, lease_id)
 
+    async def restore(self, lease: Lease, revision: int) -> Lease | None:
+        """Write our value back over a value someone replaced at ``revision`` (guarded by it);
+        None when the key changed again meanwhile."""
+        ok, kv = await self.store.write_if(self.keys.lease(lease), lease.attrs.to_json(), revision, lease.lease_id)
+        if not ok:
+            return None
+        return Lease(lease.subnet, lease.ipv6_subnet, lease.attrs, kv.mod_revision, lease.lease_id)
+
     async def remaining(self, lease: Lease) -> float | None:
         """Seconds until the lease expires; None for a reservation (never expires)."""
         if lease.is_reservation:
