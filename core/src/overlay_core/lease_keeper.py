@@ -115,7 +115,9 @@ class LeaseKeeper:
                 if event.revision >= current.revision:
                     LOGGER.warning("the value of our lease key %s was overwritten with something that is not "
                                    "a lease; writing ours back", current.key)
-                    fresh = await self.retry("restoring our lease", lambda: self.subnets.restore(current, event.revision))
+                    revision = event.revision
+                    fresh = await self.retry("restoring our lease",
+                                             lambda: self.subnets.restore(current, revision))
                     if fresh is not None:
                         self.node.lease = fresh
                         self._wake()
