@@ -105,7 +105,8 @@ async def run(ops) -> World:
     def move() -> None:
         free = [k for k in KEYS if k not in world.store]
         world.own_key = free[0] if free else world.own_key
-        peer_set.own_key = world.own_key
+        for lease in peer_set.claim(world.own_key).removed:  # as the lease keeper's take()
+            del world.programmed[lease.key]
         world.write(world.own_key, value(OUR_IP))
         world.own_revision = world.revision
 
@@ -114,7 +115,8 @@ async def run(ops) -> World:
         if event.key != world.own_key:
             return
         if event.malformed:
-            if event.revision >= world.own_revision and world.store[world.own_key][1] == event.revision:
+            held = world.store.get(world.own_key)
+            if event.revision >= world.own_revision and held is not None and held[1] == event.revision:
                 world.write(world.own_key, value(OUR_IP))  # our value written back, guarded
                 world.own_revision = world.revision
             return

@@ -385,7 +385,7 @@ class Agent:
         self.plugins.register(self.backend, name=f"backend:{backend_cls.type}")
         self.dispatcher = PeerDispatcher(LeaseRules(config), self.backend.accepts, self._emit, self.metrics)
         self.keeper = LeaseKeeper(node, self.subnets, self.peer_set, self._retry, self._taken, self._emit,
-                                  self.metrics, self.options.renew_margin * 60)
+                                  self.metrics, self.options.renew_margin * 60, self.on_batch)
         LOGGER.info("backend %s loaded%s", backend_cls.type,
                     f"; observer plugins: {', '.join(observers)}" if observers else "")
         await self.plugins.call("overlay_network_config", config=config, node=node)

@@ -19,7 +19,7 @@ from .config import NetworkConfig
 from .errors import SubnetsExhaustedError
 from .etcd import StoreUnavailable
 from .lease import Lease, LeaseAttrs
-from .peers import OwnKeyEvent, PeerSet
+from .peers import OwnKeyEvent, PeerBatch, PeerSet
 from .subnets import LeaseLost, SubnetManager, owned_by
 
 LOGGER = logging.getLogger("overlay.lease")
@@ -48,7 +48,8 @@ class LeaseKeeper:
 
     def __init__(self, node: Node, subnets: SubnetManager, peer_set: PeerSet, retry: Retry,
                  on_taken: Callable[[Lease], Awaitable[None]], emit: Callable[..., Awaitable[None]],
-                 metrics, renew_margin: float) -> None:
+                 metrics, renew_margin: float,
+                 on_peers: Callable[[PeerBatch, bool], Awaitable[None]] | None = None) -> None:
         self.node = node
         self.subnets = subnets
         self.peer_set = peer_set
@@ -57,6 +58,7 @@ class LeaseKeeper:
         self.emit = emit
         self.metrics = metrics
         self.renew_margin = renew_margin
+        self.on_peers = on_peers
         self.expires_at: float | None = None
         self.waiting = ""
         self._lock = trio.Lock()
@@ -84,8 +86,9 @@ class LeaseKeeper:
     async def take(self, lease: Lease) -> None:
         """Make ``lease`` ours: from now on events about its key are own-key events."""
         self.node.lease = lease
-        self.peer_set.own_key = lease.key
-        self.peer_set.peers.pop(lease.key, None)
+        gone = self.peer_set.claim(lease.key)
+        if gone and self.on_peers is not None:
+            await self.on_peers(gone, False)  # a peer held it until our view caught up
         await self.on_taken(lease)
         await self.refresh_expiry()
         self._wake()

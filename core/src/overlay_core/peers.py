@@ -133,6 +133,12 @@ class PeerSet:
             self.revision = max(self.revision, ev.mod_revision)
         return self._diff(before), None
 
+    def claim(self, key: str) -> PeerBatch:
+        """We now hold ``key``: it stops being a peer key (a removal, if a peer had it)."""
+        self.own_key = key
+        gone = self.peers.pop(key, None)
+        return PeerBatch(removed=[gone] if gone is not None else [])
+
     def release(self, event: OwnKeyEvent) -> PeerBatch:
         """The key of ``event`` is no longer ours: record what it holds as a peer lease."""
         if event.key == self.own_key or event.malformed:
