@@ -5,7 +5,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from overlay_core.dataplane.kernel import batch_lines
 from overlay_core.dataplane.monitor import RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWLINK, messages, relevant
-from overlay_core.dataplane.objects import FdbEntry, Neighbour, Route, Scope, diff, ordered_for_set
+from overlay_core.dataplane.objects import FdbEntry, Neighbour, Route, Scope, ordered_for_set
+from overlay_core.reconcile import diff
 
 NET = IPv4Network("10.5.0.0/16")
 R2 = Route(IPv4Network("10.5.2.0/24"), IPv4Address("10.5.2.0"), 5, True)
@@ -24,9 +25,9 @@ def test_diff_sets_missing_and_changed_and_deletes_unwanted_owned():
     stale = Route(IPv4Network("10.5.9.0/24"), IPv4Address("10.5.9.0"), 5, True)
     foreign = Route(IPv4Network("10.99.0.0/24"), None, 7)
     moved = FdbEntry(5, "aa:aa:aa:aa:aa:02", IPv4Address("192.0.2.99"))
-    to_set, to_delete = diff([R2, N2, F2], [N2, moved, stale, foreign], SCOPE)
+    to_set, to_delete = diff([R2, N2, F2], [N2, moved, stale, foreign], SCOPE.owns)
     assert sorted(map(str, to_set)) == sorted(map(str, [R2, F2])) and to_delete == [stale]
-    assert diff([R2, N2, F2], [R2, N2, F2], SCOPE) == ([], [])
+    assert diff([R2, N2, F2], [R2, N2, F2], SCOPE.owns) == ([], [])
     assert [type(o).__name__ for o in ordered_for_set([R2, N2, F2])] == ["FdbEntry", "Neighbour", "Route"]
 
 

@@ -7,20 +7,7 @@ from types import SimpleNamespace
 from overlay_core import KernelBackend, Lease, LeaseAttrs, PeerPlan, parse_config
 from overlay_core.backend import ExternalInterface, Node
 from overlay_core.dataplane.objects import Route
-
-
-class RecordingKernel:
-    def __init__(self):
-        self.applied = []
-        self.converged = []
-
-    async def apply(self, to_set, to_delete):
-        self.applied.append((list(to_set), list(to_delete)))
-        return 0
-
-    async def converge(self, desired, scope):
-        self.converged.append(list(desired))
-        return len(self.converged[-1]), 0
+from overlay_core.testing.fakes import RecordingTarget
 
 
 class Toy(KernelBackend):
@@ -28,8 +15,11 @@ class Toy(KernelBackend):
 
     def __init__(self, node):
         super().__init__(node)
-        self.kernel = RecordingKernel()
+        self.kernel = RecordingTarget("kernel")
         self.plans = 0
+
+    def targets(self):
+        return [self.kernel]
 
     def plan(self, peer):
         self.plans += 1
@@ -52,7 +42,11 @@ async def test_first_snapshot_is_one_diff_then_events_are_incremental():
     await b.overlay_peers_added(peers)  # initial snapshot: left to the diff below
     assert b.kernel.applied == []
     await b.overlay_store_in_sync(peers)
-    assert [str(o.dst) for o in b.kernel.converged[0]] == ["10.5.2.0/24", "10.5.3.0/24"]
+    assert len(b.kernel.applied) == 1  # one converge, one apply
+    assert sorted(str(o.dst) for o in b.kernel.state.values()) == ["10.5.2.0/24", "10.5.3.0/24"]
+    b.kernel.state.pop(next(iter(b.kernel.state)))  # drift: someone deleted a route
+    await b.overlay_reconcile(peers)
+    assert len(b.kernel.state) == 2 and len(b.kernel.applied[-1][0]) == 1
     await b.overlay_peers_added([lease(4)])
     assert b.kernel.applied[-1] == ([Route(IPv4Network("10.5.4.0/24"), IPv4Address("192.0.2.4"), 2)], [])
     await b.overlay_peers_changed([(lease(4), lease(4, "192.0.2.44"))])

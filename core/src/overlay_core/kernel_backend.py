@@ -1,10 +1,12 @@
-"""Shared machinery for backends whose per-peer state is a set of kernel objects.
+"""Shared machinery for backends whose per-peer state is a set of objects in reconcile targets.
 
-VXLAN, host-gw and IPIP all work the same way: each peer lease maps to a few routes,
-neighbour and FDB entries (``plan``, pure), peer events are applied incrementally, and a full
-desired-vs-actual reconcile runs after every snapshot, on a timer and on kernel events. A
-subclass says what it owns (``scope``), how a peer is reached (``plan``) and how to make sure
-its devices exist (``ensure_devices``); everything else lives here, once.
+``ReconcilingBackend``: each peer lease maps to objects (``plan``, pure), which may belong to
+several targets (kernel routes, a WireGuard device's peers, a cloud route table); peer events
+are applied incrementally, each object to the target that accepts it, and a full
+desired-vs-actual converge of every target runs after every snapshot, on a timer and when drift
+is seen. ``KernelBackend`` adds the kernel target (routes, neighbour and FDB entries) with its
+ownership scope and the backend's devices: VXLAN, host-gw and IPIP say only what they own,
+how a peer is reached and how their devices are made.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from . import reconcile
 from .backend import Backend, Node
 from .dataplane.kernel import Kernel
-from .dataplane.objects import KernelObject, Route, Scope, intern
+from .dataplane.objects import Route, Scope, intern
 from .dispatch import LOG_EACH
 from .lease import Lease
 from .plugins import hookimpl
+from .reconcile import Target
 
 LOGGER = logging.getLogger("overlay.peers")
 
@@ -29,7 +34,7 @@ class PeerPlan:
     the kernel objects that implement it, and why, when that is worth saying."""
 
     mode: str
-    objects: tuple[KernelObject, ...] = ()
+    objects: tuple[Any, ...] = ()
     reason: str = ""
 
 
@@ -85,81 +90,89 @@ def direct_plan(node: Node, peer: Lease, version: int) -> PeerPlan | None:
                     f"{via} is on {node.iface.name}'s segment")
 
 
-class KernelBackend(Backend):
-    """Base for backends that program routes/neighbours/FDB entries per peer."""
+class ReconcilingBackend(Backend):
+    """Base for backends whose per-peer state is objects in one or more reconcile targets."""
 
     def __init__(self, node: Node) -> None:
         super().__init__(node)
-        self.kernel = Kernel(node.netlink, node.metrics)
         self.peer_modes = PeerModes()
         self.synced = False
         self._plans: dict[str, tuple[object, tuple, PeerPlan]] = {}
 
     # -- what subclasses provide ------------------------------------------------------------
 
-    def scope(self) -> Scope:
-        """What this backend owns; by default routes inside the network's CIDRs."""
-        cfg = self.node.config
-        networks = tuple(n for n in (cfg.network, cfg.ipv6_network) if n is not None)
-        return Scope(networks, tuple(sorted(self.node.owned_links)))
+    def targets(self) -> list[Target]:
+        """Where this backend's objects live, in the order they are programmed."""
+        raise NotImplementedError
 
     def plan(self, peer: Lease) -> PeerPlan:
         """Pure: how to reach ``peer`` given the node's current devices and interface."""
         raise NotImplementedError
 
-    async def ensure_devices(self) -> None:
-        """Create or repair the backend's devices (called before every full reconcile)."""
+    def plan_context(self) -> tuple:
+        """What else ``plan`` depends on (devices, keys); a change invalidates memoised plans."""
+        return ()
+
+    async def prepare(self) -> None:
+        """Create or repair what the targets need (devices, daemons), before every full converge."""
 
     # -- shared behaviour ---------------------------------------------------------------------
 
-    def _plan(self, peer: Lease, devices: tuple) -> PeerPlan:
-        """``plan(peer)``, memoised while the peer's data and our devices stay the same (a
+    def _plan(self, peer: Lease, context: tuple) -> PeerPlan:
+        """``plan(peer)``, memoised while the peer's data and the context stay the same (a
         periodic reconcile at 10 000 peers then costs a dump and a diff, not 10 000 plans)."""
         cached = self._plans.get(peer.key)
-        if cached is not None and cached[1] == devices and (cached[0] is peer.attrs or cached[0] == peer.attrs):
+        if cached is not None and cached[1] == context and (cached[0] is peer.attrs or cached[0] == peer.attrs):
             return cached[2]
         plan = self.plan(peer)
         plan = PeerPlan(plan.mode, tuple(intern(o) for o in plan.objects), plan.reason)
-        self._plans[peer.key] = (peer.attrs, devices, plan)
+        self._plans[peer.key] = (peer.attrs, context, plan)
         return plan
 
-    def _objects(self, peers: Sequence[Lease], record: bool = True) -> list[KernelObject]:
-        out: list[KernelObject] = []
+    def _objects(self, peers: Sequence[Lease], record: bool = True) -> list[Any]:
+        out: list[Any] = []
         decisions = []
-        devices = tuple(sorted(self.node.owned_links))
+        context = self.plan_context()
         for peer in peers:
-            plan = self._plan(peer, devices)
+            plan = self._plan(peer, context)
             if record and self.peer_modes.record(peer, plan):
                 decisions.append((peer, plan))
             out.extend(plan.objects)
         self.peer_modes.log(decisions)
         return out
 
+    def desired(self, peers: Sequence[Lease]) -> list[Any]:
+        """Every object the backend wants for ``peers``; subclasses add per-node objects."""
+        return self._objects(peers)
+
     async def converge(self, peers: Sequence[Lease]) -> tuple[int, int]:
-        """Full desired-vs-actual reconcile: devices first, then every owned object."""
-        await self.ensure_devices()
-        desired = self._objects(peers)
+        """Full desired-vs-actual reconcile of every target."""
+        await self.prepare()
+        desired = self.desired(peers)
         current = {p.key for p in peers}
         for key in [k for k in self.peer_modes.modes if k not in current]:
             del self.peer_modes.modes[key]
         for key in [k for k in self._plans if k not in current]:
             del self._plans[key]
-        changed = await self.kernel.converge(desired, self.scope())
+        changed = await reconcile.converge_all(self.targets(), desired, self.node.metrics)
         if any(changed):
-            LOGGER.info("reconcile: set %d and removed %d kernel objects", *changed)
+            LOGGER.info("reconcile: set %d and removed %d objects", *changed)
         return changed
+
+    async def _apply(self, to_set: list[Any], to_delete: list[Any]) -> None:
+        await reconcile.apply(self.targets(), to_set, to_delete)
 
     @hookimpl
     async def overlay_peers_added(self, peers: Sequence[Lease]) -> None:
         if self.synced:  # the first snapshot is applied by one diff in overlay_store_in_sync
-            await self.kernel.apply(self._objects(peers), [])
+            await self._apply(self._objects(peers), [])
 
     @hookimpl
     async def overlay_peers_changed(self, changes: Sequence[tuple[Lease, Lease]]) -> None:
         old = {o.key: o for o in self._objects([o for o, _ in changes], record=False)}
         new = self._objects([n for _, n in changes])
         keep = {o.key for o in new}
-        await self.kernel.apply(new, [o for k, o in old.items() if k not in keep])
+        await self._apply(new, [o for k, o in old.items() if k not in keep])
 
     @hookimpl
     async def overlay_peers_removed(self, peers: Sequence[Lease]) -> None:
@@ -167,7 +180,7 @@ class KernelBackend(Backend):
         for peer in peers:
             self.peer_modes.forget(peer)
             self._plans.pop(peer.key, None)
-        await self.kernel.apply([], objs)
+        await self._apply([], objs)
 
     @hookimpl
     async def overlay_store_in_sync(self, peers: Sequence[Lease]) -> None:
@@ -181,3 +194,29 @@ class KernelBackend(Backend):
     @hookimpl
     def overlay_report(self) -> dict:
         return {"peer_modes": self.peer_modes.counts()}
+
+
+class KernelBackend(ReconcilingBackend):
+    """Base for backends that program routes/neighbours/FDB entries per peer."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.kernel = Kernel(node.netlink, self.scope)
+
+    def targets(self) -> list[Target]:
+        return [self.kernel]
+
+    def scope(self) -> Scope:
+        """What this backend owns; by default routes inside the network's CIDRs."""
+        cfg = self.node.config
+        networks = tuple(n for n in (cfg.network, cfg.ipv6_network) if n is not None)
+        return Scope(networks, tuple(sorted(self.node.owned_links)))
+
+    def plan_context(self) -> tuple:
+        return tuple(sorted(self.node.owned_links))
+
+    async def ensure_devices(self) -> None:
+        """Create or repair the backend's devices (called before every full reconcile)."""
+
+    async def prepare(self) -> None:
+        await self.ensure_devices()

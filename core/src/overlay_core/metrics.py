@@ -84,8 +84,8 @@ class Metrics:
         self.reconciles = Counter("overlay_reconcile_runs", "Periodic reconcile runs", registry=r)
         self.repairs = Counter(
             "overlay_reconcile_changes",
-            "Kernel objects set or deleted by a desired-vs-actual reconcile (drift repaired)",
-            ["object", "action"], registry=r,
+            "Objects set or deleted by a desired-vs-actual reconcile (drift repaired), by target",
+            ["target", "object", "action"], registry=r,
         )
         self.firewall_repairs = Counter(
             "overlay_firewall_repairs", "Firewall rule sets restored after drift", registry=r

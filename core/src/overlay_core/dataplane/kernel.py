@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -19,11 +19,11 @@ from .netlink import Netlink
 from .objects import (
     MAIN_TABLE,
     RTPROT_OVERLAY,
+    FdbEntry,
     KernelObject,
     Neighbour,
     Route,
     Scope,
-    diff,
     ordered_for_delete,
     ordered_for_set,
 )
@@ -92,14 +92,25 @@ def batch_lines(to_set: Iterable[KernelObject], to_delete: Iterable[KernelObject
 
 
 class Kernel:
-    """The backend's view of the kernel: dump what it owns, apply changes, converge."""
+    """The kernel as a reconcile target (``overlay_core.reconcile.Target``): routes,
+    neighbour and FDB entries inside what ``scope()`` says the backend owns."""
 
-    def __init__(self, netlink: Netlink, metrics=None) -> None:
+    name = "kernel"
+
+    def __init__(self, netlink: Netlink, scope: Callable[[], Scope]) -> None:
         self.netlink = netlink
-        self.metrics = metrics
+        self.scope = scope
+        self._scope = Scope()
 
-    async def dump(self, scope: Scope) -> list[KernelObject]:
-        return await dump_owned(scope)
+    def accepts(self, obj: object) -> bool:
+        return isinstance(obj, (Route, Neighbour, FdbEntry))
+
+    def owns(self, obj: KernelObject) -> bool:
+        return self._scope.owns(obj)
+
+    async def dump(self) -> list[KernelObject]:
+        self._scope = self.scope()
+        return await dump_owned(self._scope)
 
     async def apply(self, to_set: list[KernelObject], to_delete: list[KernelObject]) -> int:
         """Make the changes; returns how many failed (each failure is logged)."""
@@ -152,19 +163,6 @@ class Kernel:
             nursery.start_soon(run, "bridge", bridge_input)
             nursery.start_soon(run, "ip", ip_input)
         return failures
-
-    async def converge(self, desired: Iterable[KernelObject], scope: Scope) -> tuple[int, int]:
-        """Make what we own equal ``desired``; returns ``(set, deleted)`` counts."""
-        actual = await self.dump(scope)
-        to_set, to_delete = diff(desired, actual, scope)
-        if to_set or to_delete:
-            await self.apply(to_set, to_delete)
-            if self.metrics is not None:
-                for obj in to_set:
-                    self.metrics.repairs.labels(type(obj).__name__.lower(), "set").inc()
-                for obj in to_delete:
-                    self.metrics.repairs.labels(type(obj).__name__.lower(), "delete").inc()
-        return len(to_set), len(to_delete)
 
 
 def configure_device(ipr, ifindex: int, addresses, networks, mtu: int | None = None) -> bool:

@@ -1,4 +1,4 @@
-"""Kernel objects a backend wants, as plain values, and the pure desired-vs-actual diff.
+"""Kernel objects a backend wants, as plain values (diffed by ``overlay_core.reconcile``).
 
 Ownership: routes carry our route protocol ``RTPROT_OVERLAY`` and lie inside the network's
 CIDRs; neighbour and FDB entries are ours when they sit on a device the backend owns. Anything
@@ -101,21 +101,6 @@ def intern(obj: T) -> T:
             _INTERNED.clear()
         found = _INTERNED[obj] = obj
     return found
-
-
-def diff(desired: Iterable[KernelObject], actual: Iterable[KernelObject], scope: Scope
-         ) -> tuple[list[KernelObject], list[KernelObject]]:
-    """``(to_set, to_delete)``: objects missing or different, and owned objects not wanted.
-
-    Objects are matched by key (a route by destination, a neighbour by device and address, an
-    FDB entry by device and MAC); a desired object whose key exists with other values is set
-    (replace semantics).
-    """
-    want = {o.key: o for o in desired}
-    have = {o.key: o for o in actual if scope.owns(o)}
-    to_set = [o for k, o in want.items() if (h := have.get(k)) is not o and h != o]
-    to_delete = [o for k, o in have.items() if k not in want]
-    return to_set, to_delete
 
 
 def ordered_for_set(objs: Iterable[KernelObject]) -> list[KernelObject]:
