@@ -20,7 +20,7 @@ def lease(key, revision, ip="192.0.2.7", btype="vxlan"):
 def make(own=("10.5.1.0/24",)):
     metrics = Metrics()
     rules = LeaseRules(CONFIG, tuple(IPv4Network(n) for n in own))
-    return PeerDispatcher(rules, lambda lease: lease.attrs.backend_type == "vxlan", None, metrics), metrics
+    return PeerDispatcher(rules, lambda lease: lease.attrs.backend_type == "vxlan", None, None, metrics), metrics
 
 
 def keys(batch):

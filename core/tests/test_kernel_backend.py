@@ -79,3 +79,17 @@ async def test_decisions_are_logged_once_and_summarised(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "overlay.peers"]
     assert sum(line.endswith(": toy") for line in lines) == 10
     assert "and 28 more peers: toy 28" in lines
+
+
+async def test_peer_status_reports_each_peer_and_why_it_is_skipped():
+    class Picky(Toy):
+        def plan(self, peer):
+            if peer.attrs.public_ip == IPv4Address("192.0.2.3"):
+                return PeerPlan("skipped", (), "not on our segment")
+            return super().plan(peer)
+
+    b = Picky(node())
+    await b.overlay_store_in_sync([lease(2), lease(3)])
+    status = b.overlay_peer_status()
+    assert status["10.5.2.0-24"].state == "programmed" and status["10.5.2.0-24"].detail == {"mode": "toy"}
+    assert status["10.5.3.0-24"].state == "skipped" and status["10.5.3.0-24"].detail["reason"] == "not on our segment"

@@ -47,10 +47,11 @@ async def test_renewal_retries_fit_before_a_short_lease_expires(autojump_clock):
     async def retry(what, fn):
         return await fn()
 
-    async def emit(hook, **kw):
-        renewed.append((trio.current_time(), kw["remaining"]))
+    class Hooks:
+        async def lease_renewed(self, lease, remaining, node):
+            renewed.append((trio.current_time(), remaining))
 
-    keeper = LeaseKeeper(node, store, PeerSet(), retry, None, emit, Metrics(), renew_margin=60.0)
+    keeper = LeaseKeeper(node, store, PeerSet(), retry, None, Hooks(), Metrics(), renew_margin=60.0)
     await keeper.refresh_expiry()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(keeper.renew_loop)

@@ -76,3 +76,64 @@ def test_backend_accepts_only_its_lease_type():
     node = SimpleNamespace(config=None)
     backend = Mine(node)
     assert backend.accepts(lease("mine")) and not backend.accepts(lease("vxlan"))
+
+
+class Wrapper:
+    @hookimpl(wrapper=True)
+    def overlay_lease_request(self):
+        return (yield)
+
+
+class AsyncReport:
+    @hookimpl
+    async def overlay_report(self):
+        return {"never": "seen"}
+
+
+@pytest.mark.parametrize("plugin, words", [(Wrapper(), "hook wrapper"), (AsyncReport(), "must answer synchronously")])
+def test_register_refuses_what_the_agent_cannot_call(plugin, words):
+    from overlay_core.plugins import PluginError
+
+    pm = PluginManager()
+    with pytest.raises(PluginError, match=words):
+        pm.register(plugin, "bad")
+    assert pm.pm.get_plugin("bad") is None  # nothing half-registered
+
+
+def test_hook_overlay_peer_status():
+    from overlay_core.backend import PeerStatus
+    from overlay_core.plugins import Hooks
+
+    class Backendish:
+        @hookimpl
+        def overlay_peer_status(self):
+            return {"10.5.2.0-24": PeerStatus("connecting", {"handshake_age": 200})}
+
+    class Observer:
+        @hookimpl
+        def overlay_peer_status(self, node):
+            return {"10.5.2.0-24": PeerStatus("ignored", {"audited": True}),
+                    "10.5.3.0-24": PeerStatus("programmed")}
+
+    pm = PluginManager()
+    pm.register(Backendish(), "backend")
+    pm.register(Observer(), "observer")
+    merged = Hooks(pm).peer_status(node=None)
+    assert merged["10.5.2.0-24"] == PeerStatus("connecting", {"handshake_age": 200, "audited": True})
+    assert merged["10.5.3.0-24"].state == "programmed"
+
+
+def test_hook_overlay_register_commands(capsys):
+    from overlay_core.cli import build_parser
+
+    class Hello:
+        @hookimpl
+        def overlay_register_commands(self, subparsers):
+            hello = subparsers.add_parser("hello", help="say hello")
+            hello.set_defaults(func=lambda ns: print("hello from a plugin") or 0)
+
+    pm = PluginManager()
+    pm.register(Hello(), "hello")
+    ns = build_parser(pm).parse_args(["hello"])
+    assert ns.func(ns) == 0 and capsys.readouterr().out == "hello from a plugin\n"
+    assert "lab" in build_parser().format_help()  # the built-in lab registers itself the same way

@@ -35,7 +35,7 @@ from .lease import UNSET_IP, Lease, LeaseAttrs
 from .lease_keeper import LeaseKeeper
 from .metrics import Metrics
 from .peers import PeerBatch, PeerSet, PeerWatcher
-from .plugins import PluginManager, load_backend_class
+from .plugins import Hooks, PluginManager, load_backend_class
 from .subnets import LEASE_TTL, Keys, SubnetManager
 from .validity import LeaseRules, local_networks
 
@@ -116,6 +116,7 @@ class Agent:
         self.store = EtcdStore(options.etcd)
         self.subnets = SubnetManager(self.store, self.keys, options.lease_ttl)
         self.plugins = plugins or PluginManager()
+        self.hooks = Hooks(self.plugins, self._hook_error)
         self.metrics = Metrics()
         self.netlink = Netlink()
         self.peer_set = PeerSet()
@@ -168,9 +169,10 @@ class Agent:
         if self.keeper is not None and self.keeper.waiting:
             facts["waiting"] = self.keeper.waiting
         if node is not None:
-            for extra in self.plugins.pm.hook.overlay_report(node=node):
-                if isinstance(extra, dict):
-                    facts.update(extra)
+            facts.update(self.hooks.report(node))
+            statuses = self.hooks.peer_status(node)
+            if statuses:
+                facts["peer_status"] = {key: {"state": st.state, **st.detail} for key, st in sorted(statuses.items())}
         ready = self.ready
         self.metrics.ready.set(1 if ready else 0)
         return ready, facts
@@ -215,18 +217,12 @@ class Agent:
     def accepted_peers(self) -> list[Lease]:
         return list(self.dispatcher.accepted.values()) if self.dispatcher else []
 
-    def _hook_error(self, hook: str) -> Callable[[str, Exception], None]:
-        def report(plugin: str, exc: Exception) -> None:
-            LOGGER.error("%s in %s failed: %s: %s", hook, plugin, type(exc).__name__, exc,
-                         exc_info=LOGGER.isEnabledFor(logging.DEBUG))
-            self.metrics.hook_errors.labels(hook, plugin).inc()
-            if hook != "overlay_reconcile":  # a failing reconcile waits for the next tick
-                self.request_reconcile()
-
-        return report
-
-    async def _emit(self, hook: str, **kwargs: Any) -> None:
-        await self.plugins.call_each(hook, self._hook_error(hook), node=self.node, **kwargs)
+    def _hook_error(self, hook: str, plugin: str, exc: Exception) -> None:
+        LOGGER.error("%s in %s failed: %s: %s", hook, plugin, type(exc).__name__, exc,
+                     exc_info=LOGGER.isEnabledFor(logging.DEBUG))
+        self.metrics.hook_errors.labels(hook, plugin).inc()
+        if hook != "overlay_reconcile":  # a failing reconcile waits for the next tick
+            self.request_reconcile()
 
     async def on_batch(self, batch: PeerBatch, snapshot: bool) -> None:
         assert self.dispatcher is not None
@@ -234,7 +230,7 @@ class Agent:
         await self.dispatcher.deliver(self.dispatcher.translate(batch))
         if snapshot:
             peers = self.accepted_peers()
-            await self._emit("overlay_store_in_sync", peers=peers, initial=not self.synced)
+            await self.hooks.store_in_sync(peers, not self.synced, self.node)
             if not self.synced:
                 LOGGER.info("store in sync: %d peers programmed", len(peers))
             self.synced = True
@@ -255,7 +251,7 @@ class Agent:
 
     async def _taken(self, lease: Lease) -> None:
         """Steps for a lease we now hold: backend hooks, firewall, subnet file, peer rules."""
-        await self.plugins.call("overlay_lease_acquired", lease=lease, node=self.node)
+        await self.hooks.lease_acquired(lease, self.node)
         await self._setup_firewall()
         await self._write_subnet_file()
         await self._rules_changed()
@@ -287,7 +283,7 @@ class Agent:
             await trio.sleep(RECONCILE_DEBOUNCE)  # let a burst of kernel events settle
             self._reconcile_now = trio.Event()
             self.metrics.reconciles.inc()
-            await self._emit("overlay_reconcile", peers=self.accepted_peers())
+            await self.hooks.reconcile(self.accepted_peers(), self.node)
             await self._check_config()
 
     async def _firewall_loop(self) -> None:
@@ -383,19 +379,18 @@ class Agent:
         node = self.node = Node(config, iface, self.netlink, metrics=self.metrics)
         self.backend = backend_cls(node)
         self.plugins.register(self.backend, name=f"backend:{backend_cls.type}")
-        self.dispatcher = PeerDispatcher(LeaseRules(config), self.backend.accepts, self._emit, self.metrics)
-        self.keeper = LeaseKeeper(node, self.subnets, self.peer_set, self._retry, self._taken, self._emit,
+        self.dispatcher = PeerDispatcher(LeaseRules(config), self.backend.accepts, self.hooks, node, self.metrics)
+        self.keeper = LeaseKeeper(node, self.subnets, self.peer_set, self._retry, self._taken, self.hooks,
                                   self.metrics, self.options.renew_margin * 60, self.on_batch)
         LOGGER.info("backend %s loaded%s", backend_cls.type,
                     f"; observer plugins: {', '.join(observers)}" if observers else "")
-        await self.plugins.call("overlay_network_config", config=config, node=node)
+        await self.hooks.network_config(config, node)
         return node
 
     async def _lease_attrs(self, node: Node) -> tuple[LeaseAttrs, int]:
         assert self.backend is not None
-        found = await self.plugins.call("overlay_lease_request", firstresult=True,
-                                        config=node.config, node=node)
-        request = found[0] if found else LeaseRequest(self.backend.advertised_type(), node.iface.mtu)
+        request = (await self.hooks.lease_request(node.config, node)
+                   or LeaseRequest(self.backend.advertised_type(), node.iface.mtu))
         attrs = LeaseAttrs(
             node.iface.public_ip or UNSET_IP,
             node.iface.public_ipv6,
@@ -446,7 +441,7 @@ class Agent:
             with trio.move_on_after(SHUTDOWN_GRACE) as scope:
                 scope.shield = True
                 try:
-                    await self.plugins.call("overlay_shutdown", node=self.node)
+                    await self.hooks.shutdown(self.node)
                 except Exception as exc:
                     LOGGER.error("shutdown hook failed: %s", exc)
         self.netlink.close()

@@ -46,6 +46,15 @@ class LeaseRequest:
     backend_v6_data: Any = None
 
 
+@dataclass(frozen=True)
+class PeerStatus:
+    """One peer as a backend sees it: ``state`` in one word, and the backend's own columns
+    (JSON-safe values; numbers are exported as per-peer gauges)."""
+
+    state: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Node:
     """This node as the hooks see it. ``lease`` is None until the lease is acquired."""

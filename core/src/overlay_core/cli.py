@@ -224,7 +224,9 @@ def cmd_config_check(ns: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(manager=None) -> argparse.ArgumentParser:
+    """The command line: built-in commands plus those plugins add (``overlay_register_commands``;
+    the lab is one). ``manager`` defaults to one holding the built-in and installed plugins."""
     parser = argparse.ArgumentParser(prog="overlay-core", allow_abbrev=False,
                                      description="Flannel-compatible overlay network agent")
     parser.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
@@ -247,9 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_config_check)
 
-    from .lab.cli import add_lab_parser
+    if manager is None:
+        from .lab import cli as lab_commands
+        from .plugins import PluginManager
 
-    add_lab_parser(sub)
+        manager = PluginManager()
+        manager.register(lab_commands, name="builtin:lab")
+        manager.load_observers()
+    manager.pm.hook.overlay_register_commands(subparsers=sub)
     return parser
 
 

@@ -11,7 +11,7 @@ as soon as the conflict is gone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,17 +23,15 @@ LOGGER = logging.getLogger("overlay.peers")
 
 LOG_EACH = 10  # peers logged one by one up to this many per batch, then summarised
 
-Emit = Callable[..., Awaitable[Any]]
-
-
 @dataclass
 class PeerDispatcher:
-    """``accepts(lease)`` is the backend's BackendType filter; ``emit(hook, **kwargs)`` calls an
-    event hook; ``metrics`` is the agent's ``Metrics``."""
+    """``accepts(lease)`` is the backend's BackendType filter; ``hooks`` (``plugins.Hooks``)
+    and ``node`` are what peer hooks are called with; ``metrics`` is the agent's ``Metrics``."""
 
     rules: LeaseRules
     accepts: Callable[[Lease], bool]
-    emit: Emit
+    hooks: Any
+    node: Any
     metrics: Any
     accepted: dict[str, Lease] = field(default_factory=dict)
     rejected: dict[str, tuple[Lease, Rejection]] = field(default_factory=dict)
@@ -162,16 +160,16 @@ class PeerDispatcher:
 
     async def deliver(self, batch: PeerBatch) -> None:
         """Call the peer hooks for an already translated batch: removals, changes, additions."""
-        for hook, items, kind in (
-            ("overlay_peers_removed", batch.removed, "removed"),
-            ("overlay_peers_changed", batch.changed, "changed"),
-            ("overlay_peers_added", batch.added, "added"),
+        for call, items, kind in (
+            (self.hooks.peers_removed, batch.removed, "removed"),
+            (self.hooks.peers_changed, batch.changed, "changed"),
+            (self.hooks.peers_added, batch.added, "added"),
         ):
             if not items:
                 continue
             LOGGER.info("peers %s: %s", kind, summarise(i[1] if isinstance(i, tuple) else i for i in items))
             self.metrics.peer_events.labels(kind).inc(len(items))
-            await self.emit(hook, **{"changes" if kind == "changed" else "peers": items})
+            await call(items, self.node)
 
 
 def summarise(leases: Iterable[Lease]) -> str:

@@ -2,8 +2,10 @@
 
 Implement a hook by defining a function or method with the same name (and any subset of its
 arguments) decorated with ``overlay_core.hookimpl``. Implementations may be ``async def``: the
-agent awaits them one after another, in pluggy's order (``tryfirst``/``trylast`` honoured).
-Every docstring says *When* the hook fires and what it *Returns*.
+agent awaits them one after another, in pluggy's order (``tryfirst``/``trylast`` honoured),
+except for the hooks in ``SYNC_ONLY`` (asked while answering an HTTP request or building the
+command line), whose ``async def`` implementations are refused when the plugin is registered,
+as are hook wrappers. Every docstring says *When* the hook fires and what it *Returns*.
 
 A backend is a plugin too: the one class named by the config's ``Backend.Type`` is
 instantiated and registered next to the always-loaded observer plugins (entry point group
@@ -18,11 +20,15 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .backend import LeaseRequest, Node
+    import argparse
+
+    from .backend import LeaseRequest, Node, PeerStatus
     from .config import NetworkConfig
     from .lease import Lease
 
 _spec = pluggy.HookspecMarker("overlay")
+
+SYNC_ONLY = frozenset({"overlay_report", "overlay_peer_status", "overlay_register_commands"})
 
 # -- startup ---------------------------------------------------------------------------------
 
@@ -141,6 +147,34 @@ def overlay_report(node: Node) -> Mapping[str, Any] | None:
 
     When: on every ``/readyz`` request.
     Returns: a JSON-serialisable mapping merged into the report, or None.
+    """
+
+
+@_spec
+def overlay_peer_status(node: Node) -> Mapping[str, PeerStatus] | None:
+    """The state of each peer as this plugin sees it, by lease key.
+
+    When: on every ``/readyz`` request and every ``/metrics`` scrape (sync only: keep it cheap,
+    answer from what the plugin already knows). ``PeerStatus.state`` is one word
+    (``programmed``, ``skipped``, ``connecting``, ``down``…); numeric values in
+    ``PeerStatus.detail`` (handshake age, bytes) are also exported as per-peer gauges.
+    Returns: a mapping of lease key to ``PeerStatus``, or None. Several plugins' answers are
+    merged, later ones adding to the detail of earlier ones.
+    """
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@_spec
+def overlay_register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add subcommands to ``overlay-core`` (the lab is one).
+
+    When: every time ``overlay-core`` builds its command line, before parsing (sync only).
+    Plugins of the entry point group ``overlay.plugins`` are asked; a parser a plugin adds sets
+    ``func`` (``parser.set_defaults(func=…)``) to a callable taking the parsed namespace and
+    returning the exit status.
+    Returns: nothing.
     """
 
 

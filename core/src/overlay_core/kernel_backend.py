@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import reconcile
-from .backend import Backend, Node
+from .backend import Backend, Node, PeerStatus
 from .dataplane.kernel import Kernel
 from .dataplane.objects import Route, Scope, intern
 from .dispatch import LOG_EACH
@@ -194,6 +194,15 @@ class ReconcilingBackend(Backend):
     @hookimpl
     def overlay_report(self) -> dict:
         return {"peer_modes": self.peer_modes.counts()}
+
+    @hookimpl
+    def overlay_peer_status(self) -> dict[str, PeerStatus]:
+        out = {}
+        for key, (_, _, plan) in self._plans.items():
+            state = "skipped" if plan.mode == "skipped" else "programmed"
+            detail = {"mode": plan.mode, **({"reason": plan.reason} if plan.reason else {})}
+            out[key] = PeerStatus(state, detail)
+        return out
 
 
 class KernelBackend(ReconcilingBackend):

@@ -44,10 +44,10 @@ def renew_retry_delay(failures: int, remaining: float | None) -> float:
 
 class LeaseKeeper:
     """Owns ``node.lease``. ``on_taken(lease)`` runs the agent's steps for a newly held lease
-    (hooks, firewall, subnet file); ``emit(hook, **kw)`` calls an event hook."""
+    (hooks, firewall, subnet file); ``hooks`` is the typed hook caller (``plugins.Hooks``)."""
 
     def __init__(self, node: Node, subnets: SubnetManager, peer_set: PeerSet, retry: Retry,
-                 on_taken: Callable[[Lease], Awaitable[None]], emit: Callable[..., Awaitable[None]],
+                 on_taken: Callable[[Lease], Awaitable[None]], hooks,
                  metrics, renew_margin: float,
                  on_peers: Callable[[PeerBatch, bool], Awaitable[None]] | None = None) -> None:
         self.node = node
@@ -55,7 +55,7 @@ class LeaseKeeper:
         self.peer_set = peer_set
         self.retry = retry
         self.on_taken = on_taken
-        self.emit = emit
+        self.hooks = hooks
         self.metrics = metrics
         self.renew_margin = renew_margin
         self.on_peers = on_peers
@@ -97,7 +97,7 @@ class LeaseKeeper:
         old = self.node.lease
         assert old is not None
         LOGGER.error("lost subnet %s: %s; acquiring another one", old.key, reason)
-        await self.emit("overlay_lease_lost", lease=old, reason=reason)
+        await self.hooks.lease_lost(old, reason, self.node)
         await self.take(await self.acquire(self.node.config, old.attrs))
 
     # -- own-key events ----------------------------------------------------------------------
@@ -211,4 +211,4 @@ class LeaseKeeper:
             failures = 0
             self.metrics.renewals.labels("ok").inc()
             LOGGER.info("renewed lease %s (%.0f s left)", fresh.key, left or 0)
-            await self.emit("overlay_lease_renewed", lease=fresh, remaining=left)
+            await self.hooks.lease_renewed(fresh, left, self.node)

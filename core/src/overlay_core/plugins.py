@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
-from .backend import Backend
-from .errors import BackendNotFoundError
+from .backend import Backend, LeaseRequest, PeerStatus
+from .errors import BackendNotFoundError, OverlayError
+
+if TYPE_CHECKING:
+    from .backend import Node
+    from .config import NetworkConfig
+    from .lease import Lease
 
 LOGGER = logging.getLogger("overlay.plugins")
 
@@ -83,6 +89,10 @@ def load_backend_class(type_name: str) -> type[Backend]:
     return cls
 
 
+class PluginError(OverlayError):
+    """A plugin implements a hook in a way the agent cannot call."""
+
+
 class PluginManager:
     """pluggy's manager plus awaiting of ``async def`` hook implementations."""
 
@@ -91,8 +101,25 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
 
     def register(self, plugin: object, name: str | None = None) -> None:
+        """Register ``plugin``; refuse hook wrappers and ``async def`` implementations of the
+        hooks that must answer synchronously (``hookspecs.SYNC_ONLY``)."""
         self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        try:
+            self.pm.check_pending()
+            for hook in self.pm.get_hookcallers(plugin) or ():
+                for impl in hook.get_hookimpls():
+                    if impl.plugin is not plugin:
+                        continue
+                    label = f"{name or type(plugin).__name__}.{hook.name}"
+                    if impl.hookwrapper or impl.wrapper:
+                        raise PluginError(f"plugin {label} is a hook wrapper; overlay calls hooks "
+                                          "itself and does not support wrappers")
+                    if hook.name in hookspecs.SYNC_ONLY and inspect.iscoroutinefunction(impl.function):
+                        raise PluginError(f"plugin {label} is async, but {hook.name} must answer "
+                                          "synchronously: make it a plain def")
+        except Exception:
+            self.pm.unregister(plugin)
+            raise
 
     def load_observers(self) -> list[str]:
         """Register every plugin of ``overlay.plugins``; failing ones are logged and skipped."""
@@ -141,3 +168,76 @@ class PluginManager:
             if value is not None:
                 results.append(value)
         return results
+
+
+OnError = Callable[[str, str, Exception], None]
+
+
+class Hooks:
+    """Typed calls of every hook: the agent never names a hook by a string.
+
+    Startup hooks (``network_config``, ``lease_request``, ``lease_acquired``) let an exception
+    through: it stops the node or the step. Event hooks run every implementation and report a
+    failing one to ``on_error(hook, plugin, exc)``.
+    """
+
+    def __init__(self, manager: PluginManager, on_error: OnError | None = None) -> None:
+        self.manager = manager
+        self.on_error = on_error or (lambda hook, plugin, exc: LOGGER.error("%s in %s failed: %s", hook, plugin, exc))
+
+    async def _each(self, hook: str, **kwargs: Any) -> list[Any]:
+        return await self.manager.call_each(hook, lambda plugin, exc: self.on_error(hook, plugin, exc), **kwargs)
+
+    # startup
+    async def network_config(self, config: NetworkConfig, node: Node) -> None:
+        await self.manager.call("overlay_network_config", config=config, node=node)
+
+    async def lease_request(self, config: NetworkConfig, node: Node) -> LeaseRequest | None:
+        found = await self.manager.call("overlay_lease_request", firstresult=True, config=config, node=node)
+        return found[0] if found else None
+
+    async def lease_acquired(self, lease: Lease, node: Node) -> None:
+        await self.manager.call("overlay_lease_acquired", lease=lease, node=node)
+
+    # lease events
+    async def lease_renewed(self, lease: Lease, remaining: float | None, node: Node) -> None:
+        await self._each("overlay_lease_renewed", lease=lease, remaining=remaining, node=node)
+
+    async def lease_lost(self, lease: Lease, reason: str, node: Node) -> None:
+        await self._each("overlay_lease_lost", lease=lease, reason=reason, node=node)
+
+    # peers
+    async def peers_added(self, peers: Sequence[Lease], node: Node) -> None:
+        await self._each("overlay_peers_added", peers=peers, node=node)
+
+    async def peers_changed(self, changes: Sequence[tuple[Lease, Lease]], node: Node) -> None:
+        await self._each("overlay_peers_changed", changes=changes, node=node)
+
+    async def peers_removed(self, peers: Sequence[Lease], node: Node) -> None:
+        await self._each("overlay_peers_removed", peers=peers, node=node)
+
+    async def store_in_sync(self, peers: Sequence[Lease], initial: bool, node: Node) -> None:
+        await self._each("overlay_store_in_sync", peers=peers, initial=initial, node=node)
+
+    async def reconcile(self, peers: Sequence[Lease], node: Node) -> None:
+        await self._each("overlay_reconcile", peers=peers, node=node)
+
+    # reporting (sync)
+    def report(self, node: Node) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        for extra in self.manager.pm.hook.overlay_report(node=node):
+            if isinstance(extra, Mapping):
+                facts.update(extra)
+        return facts
+
+    def peer_status(self, node: Node) -> dict[str, PeerStatus]:
+        merged: dict[str, PeerStatus] = {}
+        for answer in reversed(self.manager.pm.hook.overlay_peer_status(node=node)):
+            for key, status in (answer or {}).items():
+                known = merged.get(key)
+                merged[key] = status if known is None else replace(known, detail={**known.detail, **status.detail})
+        return merged
+
+    # shutdown
+    async def shutdown(self, node: Node) -> None:
+        await self.manager.call("overlay_shutdown", node=node)

@@ -8,6 +8,7 @@ import os
 import shutil
 
 from ..errors import OverlayError
+from ..plugins import hookimpl
 
 COLUMNS = [("node", "NODE"), ("public_ip", "PUBLIC IP"), ("subnet", "SUBNET"),
            ("backend", "BACKEND"), ("peers", "PEERS"), ("modes", "PEER MODES"), ("ready", "READY"),
@@ -99,6 +100,11 @@ def cmd_lab(ns: argparse.Namespace) -> int:
     print(f"lab {ns.name!r} down: removed {len(removed)} namespaces" +
           (f" ({', '.join(removed)})" if removed else ""))
     return 0
+
+
+@hookimpl
+def overlay_register_commands(subparsers) -> None:
+    add_lab_parser(subparsers)
 
 
 def add_lab_parser(sub) -> None:
