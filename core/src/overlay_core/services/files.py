@@ -20,11 +20,12 @@ T = TypeVar("T")
 StrPath = str | os.PathLike[str]
 
 
-def _make_dirs(directory: str) -> None:
+def ensure_dir(directory: StrPath) -> None:
     """Create ``directory`` and missing parents at 0755 whatever the umask (readers such as CNI need them)."""
+    directory = os.path.abspath(directory)
     if os.path.isdir(directory):
         return
-    _make_dirs(os.path.dirname(directory))
+    ensure_dir(os.path.dirname(directory))
     try:
         os.mkdir(directory)
     except FileExistsError:
@@ -36,7 +37,7 @@ def atomic_write(path: StrPath, data: bytes | str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` (str is written as UTF-8) at ``mode``; a missing parent is created 0755."""
     path = os.path.abspath(path)
     directory, name = os.path.split(path)
-    _make_dirs(directory)
+    ensure_dir(directory)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)  # created 0600: never wider than ``mode``
     try:
         with os.fdopen(fd, "wb") as fh:
