@@ -314,6 +314,33 @@ async def test_a_helper_exiting_before_it_is_ready_is_logged_with_its_status(tmp
                      caplog.text)
 
 
+STUBBORN = ("import pathlib, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "pathlib.Path(sys.argv[1]).touch()\n"
+            "time.sleep(3600)\n")
+
+
+async def test_stop_kills_a_helper_that_ignores_sigterm_after_the_grace(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "overlay.supervise")
+    flag = tmp_path / "ready-flag"
+    argv = [sys.executable, "-c", STUBBORN, str(flag)]
+
+    async def ready() -> bool:  # the helper says it is usable by creating a file
+        return flag.exists()
+
+    try:
+        async with Supervisor.open(tmp_path) as sup:
+            helper = await sup.supervise(ProcessSpec("stubborn", argv, ready, stop_grace=0.5))
+            pid = helper.pid
+            assert flag.exists() and alive(pid)
+            await helper.stop()
+        assert not alive(pid)
+        assert f"pid {pid} did not exit within 0.5 s of SIGTERM; sending SIGKILL" in caplog.text
+    finally:
+        for pid in pids_running(argv):
+            os.kill(pid, signal.SIGKILL)
+
+
 async def test_a_missing_command_is_a_one_line_error(tmp_path):
     async with Supervisor.open(tmp_path) as sup:
         with pytest.raises(OverlayError) as err:

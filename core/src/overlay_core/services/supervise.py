@@ -131,6 +131,7 @@ class _Process:
             with trio.move_on_after(grace):
                 await self.wait()
                 return
+            LOGGER.warning("pid %d did not exit within %g s of SIGTERM; sending SIGKILL", self.pid, grace)
             self.signal(signal.SIGKILL)
             await self.wait()
 
