@@ -39,20 +39,9 @@ def run_fresh(code: str) -> str:
 def test_agent_imports_only_the_parts_of_pyroute2_and_prometheus_client_it_uses():
     out = run_fresh(
         "import sys, overlay_core.agent\n"
-        "from overlay_core.leanimport import import_part\n"
+        "from overlay_core._lean import import_part\n"
         "import_part('pyroute2', 'iproute.linux')\n"
         "print(sorted(m for m in sys.modules if m.startswith(('pyroute2.ndb', 'pyroute2.ipdb', "
         "'prometheus_client.exposition', 'wsgiref'))))"
     )
     assert out.strip() == "[]"
-
-
-def test_a_lean_package_completes_itself_when_used_whole():
-    out = run_fresh(
-        "from overlay_core.leanimport import import_part\n"
-        "(linux,) = import_part('pyroute2', 'iproute.linux')\n"
-        "from pyroute2 import IPRoute, NDB\n"
-        "import pyroute2\n"
-        "print(IPRoute is linux.IPRoute, NDB.__module__, pyroute2.__version__ != 'unknown')"
-    )
-    assert out.split() == ["True", "pyroute2.ndb.main", "True"]

@@ -7,7 +7,7 @@ gzip for servers we do not run): ``exposition()`` below writes the text format i
 
 from __future__ import annotations
 
-from .leanimport import import_part
+from ._lean import import_part
 
 _metrics, _registry, _utils = import_part("prometheus_client", "metrics", "registry", "utils")
 Counter, Gauge, Histogram = _metrics.Counter, _metrics.Gauge, _metrics.Histogram

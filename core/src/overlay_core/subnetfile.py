@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import tempfile
 from ipaddress import IPv4Network, IPv6Network
 
 from .config import NetworkConfig
 from .lease import Lease
+from .services.files import atomic_write
 
 LOGGER = logging.getLogger("overlay.subnetfile")
 
@@ -34,22 +33,7 @@ def render(config: NetworkConfig, lease: Lease, mtu: int, ip_masq: bool) -> str:
 
 
 def write(path: str, content: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".subnet-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, content, 0o644)
 
 
 def read(path: str) -> dict[str, str]:

@@ -6,6 +6,9 @@ rtnetlink needs 99). ``import_part`` registers the package as a bare module whos
 ``__path__`` lets submodules import normally, and completes it on first use of anything
 else: ``from pyroute2 import NDB`` in a plugin then runs the real ``__init__`` and works as
 usual. A package somebody already imported whole is used as it is.
+
+Private to core (metrics, the netlink thread): plugins import their libraries the usual way,
+and ``tests/test_lean.py`` pins that they still can after core's lean import.
 """
 
 from __future__ import annotations
