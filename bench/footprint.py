@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PREFIX, Agent, Etcd, main, median, table, write_result  # noqa: E402
 
 IMPORTS = ("import trio, pyetcd, grpc, nftables, pluggy, time\n"
-           "from overlay_core.leanimport import import_part\n"
+           "from overlay_core._lean import import_part\n"
            "import_part('pyroute2', 'config.log', 'iproute.linux')\n"
            "import_part('prometheus_client', 'metrics', 'registry', 'utils')\n"
            "time.sleep(3)")

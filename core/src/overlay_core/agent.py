@@ -10,9 +10,6 @@ leaves the lease, kernel state, rules and subnet file as they are.
 from __future__ import annotations
 
 import logging
-import math
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -36,6 +33,8 @@ from .lease_keeper import LeaseKeeper
 from .metrics import Metrics
 from .peers import PeerBatch, PeerSet, PeerWatcher
 from .plugins import Hooks, PluginManager, load_backend_class
+from .retry import Backoff, OutageLog
+from .runtime import release_memory, sd_notify
 from .subnets import LEASE_TTL, Keys, SubnetManager
 from .validity import LeaseRules, local_networks
 
@@ -82,32 +81,6 @@ class AgentOptions:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
 
 
-def _sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) we are ready; a no-op without NOTIFY_SOCKET."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), path)
-    except OSError as exc:
-        LOGGER.warning("systemd notification failed: %s", exc)
-
-
-def _release_memory() -> None:
-    """Hand freed heap back to the OS after the start-up burst (imports, first sync)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class Agent:
     def __init__(self, options: AgentOptions, plugins: PluginManager | None = None) -> None:
         options.validate()
@@ -133,7 +106,6 @@ class Agent:
         self.local: tuple = ()
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
-        self._store_down_logged = -math.inf
         self.metrics.config_valid.set(1)
         self.store.on_state = self._store_state
 
@@ -181,23 +153,16 @@ class Agent:
 
     async def _retry(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Call ``fn`` until etcd answers, logging the outage every 30 s, never crashing."""
-        backoff = STORE_BACKOFF_START
-        since = None
+        backoff = Backoff(STORE_BACKOFF_START, STORE_BACKOFF_MAX, rand=self.subnets.rand)
+        outage = OutageLog(LOGGER, what)
         while True:
             try:
                 result = await fn()
             except StoreUnavailable as exc:
-                now = trio.current_time()
-                since = since if since is not None else now
-                if now - self._store_down_logged >= 30:
-                    self._store_down_logged = now
-                    LOGGER.warning("%s: %s; retrying (for %.0f s so far)", what, exc, now - since)
-                await trio.sleep(backoff * (0.5 + self.subnets.rand.random()))
-                backoff = min(backoff * 2, STORE_BACKOFF_MAX)
+                outage.failed(exc)
+                await backoff.sleep()
                 continue
-            if since is not None:
-                LOGGER.info("%s: etcd answered after %.1f s", what, trio.current_time() - since)
-                self._store_down_logged = -math.inf
+            outage.recovered()
             return result
 
     async def _fetch_config(self) -> NetworkConfig:
@@ -429,9 +394,9 @@ class Agent:
             nursery.start_soon(self._addresses_loop)
             nursery.start_soon(self._firewall_loop)
             self.phase = "running"
-            _release_memory()
+            release_memory()
             self.report()
-            _sd_notify("READY=1")
+            sd_notify("READY=1")
             LOGGER.info("ready: subnet %s, %d peers", lease.describe(), len(self.accepted_peers()))
             task_status.started(self)
 

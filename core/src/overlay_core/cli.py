@@ -149,23 +149,10 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _tune_malloc() -> None:
-    """glibc gives every thread its own malloc arena; the agent's few threads (gRPC, netlink)
-    then hold tens of MB they barely use: two arenas are plenty. Fixed mmap and trim
-    thresholds (128 KiB) stop glibc from raising them after the first large buffer (an etcd
-    listing, a netlink dump), which would keep every later such buffer resident after use."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    for param, value in ((-8, 2), (-3, 128 << 10), (-1, 128 << 10)):  # ARENA_MAX, MMAP_THRESHOLD, TRIM_THRESHOLD
-        mallopt(param, value)
-
-
 def cmd_run(ns: argparse.Namespace) -> int:
-    _tune_malloc()
+    from .runtime import tune_malloc
+
+    tune_malloc()
     import trio
 
     from .agent import run_agent

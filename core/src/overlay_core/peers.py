@@ -8,7 +8,6 @@ the last seen revision after a broken stream, re-list and diff after a compactio
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import trio
 
 from .etcd import KV, EtcdStore, StoreUnavailable, WatchCompacted, WatchEvent
 from .lease import Lease
+from .retry import Backoff, OutageLog
 from .subnets import parse_kv
 
 LOGGER = logging.getLogger("overlay.peers")
@@ -222,28 +222,15 @@ class PeerWatcher:
         self.on_own = on_own
         self.metrics = metrics
         self.connected = False
-        self._outage_since: float | None = None
-        self._outage_logged = -math.inf
+        self._outage = OutageLog(LOGGER, "etcd", every=OUTAGE_LOG_EVERY, note="the data plane stays as it is")
 
     def _down(self, exc: Exception) -> None:
-        now = trio.current_time()
         self.connected = False
         self.store.note(False)
-        if self._outage_since is None:
-            self._outage_since = now
-        if now - self._outage_logged >= OUTAGE_LOG_EVERY:
-            self._outage_logged = now
-            LOGGER.warning(
-                "%s; the data plane stays as it is; retrying (down for %.0f s)",
-                exc,
-                now - self._outage_since,
-            )
+        self._outage.failed(exc)
 
     def _up(self) -> None:
-        if self._outage_since is not None:
-            LOGGER.info("etcd reachable again after %.1f s", trio.current_time() - self._outage_since)
-        self._outage_since = None
-        self._outage_logged = -math.inf
+        self._outage.recovered()
         self.connected = True
         self.store.note(True)
 
@@ -262,7 +249,7 @@ class PeerWatcher:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Snapshot, then watch forever. Never returns unless cancelled."""
-        backoff = WATCH_BACKOFF_START
+        backoff = Backoff(WATCH_BACKOFF_START, WATCH_BACKOFF_MAX, jitter=0)
         need_list = self.peer_set.revision == 0  # else resume from the revision already applied
         started = False
         while True:
@@ -282,10 +269,9 @@ class PeerWatcher:
                 continue
             except StoreUnavailable as exc:
                 self._down(exc)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, WATCH_BACKOFF_MAX)
+                await backoff.sleep()
                 continue
-            backoff = WATCH_BACKOFF_START
+            backoff.reset()
 
     async def _watch_once(self) -> None:
         send, recv = trio.open_memory_channel[tuple[int, list[WatchEvent]]](256)
