@@ -7,7 +7,6 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 import trio
-
 from overlay_core import ConfigError, Lease, LeaseAttrs, OverlayError, parse_config
 from overlay_ipsec import KERNEL, LIBIPSEC, Secret, desired_state, parse_options
 from overlay_ipsec.calc import ChildUp, ConnSpec, SharedKey, XfrmPolicy
@@ -181,14 +180,14 @@ def test_find_charon(tmp_path, monkeypatch):
 # --- kernel policies text --------------------------------------------------------------------
 
 def test_parse_policies_keeps_esp_tunnel_templates():
-    text = """src 10.1.2.0/24 dst 10.1.1.0/24 
-\tdir fwd priority 0 ptype main 
+    text = """src 10.1.2.0/24 dst 10.1.1.0/24
+\tdir fwd priority 0 ptype main
 \ttmpl src 192.0.2.2 dst 192.0.2.1
 \t\tproto esp reqid 11 mode tunnel
-src 0.0.0.0/0 dst 0.0.0.0/0 
-\tsocket in priority 0 ptype main 
-src 10.1.1.0/24 dst 10.1.2.0/24 
-\tdir out priority 0 ptype main 
+src 0.0.0.0/0 dst 0.0.0.0/0
+\tsocket in priority 0 ptype main
+src 10.1.1.0/24 dst 10.1.2.0/24
+\tdir out priority 0 ptype main
 \ttmpl src 192.0.2.1 dst 192.0.2.2
 \t\tproto esp spi 0x00000000 reqid 7 mode transport
 """
