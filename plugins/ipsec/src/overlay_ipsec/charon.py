@@ -148,7 +148,8 @@ def vici_session(path: Path, timeout: float = 5.0) -> vici.Session:
     return vici.Session(sock)
 
 
-def _answers(path: Path) -> bool:
+def vici_answers(path: Path) -> bool:
+    """Does a charon answer `version` on this socket (blocking)?"""
     try:
         session = vici_session(path, timeout=2.0)
     except OSError:
@@ -163,7 +164,7 @@ def _answers(path: Path) -> bool:
 
 async def vici_ready(paths: CharonPaths) -> bool:
     """Ready probe for the supervisor: True once charon answers ``version`` on our socket."""
-    return await trio.to_thread.run_sync(_answers, paths.vici)
+    return await trio.to_thread.run_sync(vici_answers, paths.vici)
 
 
 # RFC 4106 AES-GCM with a 160-bit key+salt: the ESP transform Flannel's default proposal needs

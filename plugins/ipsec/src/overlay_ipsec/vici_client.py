@@ -109,15 +109,27 @@ class ViciLink:
         self._session: vici.Session | None = None
 
     def run(self, what: str, fn: Callable[[vici.Session], T]) -> T:
+        """``fn(session)``; a session left from before a charon restart fails on first use
+        (broken pipe), so one failure on a reused session reconnects and tries once more."""
+        reused = self._session is not None
         try:
-            if self._session is None:
-                self._session = vici_session(self.path, timeout=30.0)
-            return fn(self._session)
+            try:
+                return fn(self._connect())
+            except (BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                self.close()
+                return fn(self._connect())
         except vici.exception.CommandException as exc:
             raise ViciError(f"charon {what}: {_one_line(exc)}") from None
         except (OSError, vici.exception.SessionException, vici.exception.DeserializationException) as exc:
             self.close()
             raise ViciError(f"charon {what}: VICI socket {self.path}: {_one_line(exc)}") from None
+
+    def _connect(self) -> vici.Session:
+        if self._session is None:
+            self._session = vici_session(self.path, timeout=30.0)
+        return self._session
 
     def close(self) -> None:
         if self._session is not None:
