@@ -13,7 +13,7 @@ import pytest
 import trio
 from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
 from overlay_ipsec import KERNEL, LIBIPSEC, desired_state, parse_options
-from overlay_ipsec.calc import ConnSpec, XfrmPolicy
+from overlay_ipsec.calc import ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import ROUTING_TABLE, kernel_has_esp
 from overlay_ipsec.reconcile import converge
 from overlay_ipsec.target import CharonTarget, XfrmPolicyTarget
@@ -222,3 +222,44 @@ async def test_xfrm_policy_target_in_a_namespace():
     finally:
         run("ip", "-n", ns, "xfrm", "policy", "flush", check=False)
         run("ip", "netns", "del", ns, check=False)
+
+
+async def test_converge_initiates_a_child_sa_nobody_else_restarts(tmp_path):
+    """Peer b is configured by hand without start/close actions, so after a CHILD_SA is
+    terminated by hand only node a's converge brings it back (an explicit initiate)."""
+    lab = IpsecLab(tmp_path / "lab", count=2)
+    agent = None
+    hand = None
+    try:
+        lab.up()
+        a, b = lab.nodes
+        for node in lab.nodes:
+            lab.start_charon(node)
+        hand = ViciClient(b.paths.vici)
+        objects = Agent(b, [a]).desired().objects
+        passive = next(o for o in objects if isinstance(o, ConnSpec)).to_vici()
+        for child in next(iter(passive.values()))["children"].values():
+            child.update(start_action="none", close_action="none", dpd_action="clear")
+        for shared in [o for o in objects if isinstance(o, SharedKey)]:
+            await hand.load_shared(shared)
+        await hand.load_conn(passive)
+        agent = Agent(a, [b])
+        await until_established([agent])
+        conn = next(o for o in agent.desired().objects if isinstance(o, ConnSpec))
+        run("swanctl", "--terminate", "--ike", conn.name, "--uri", a.paths.uri)
+        with trio.fail_after(10):
+            while (await agent.states())[conn.name] != "down":
+                await trio.sleep(0.3)
+        await trio.sleep(2)  # nobody restarts it on its own
+        assert (await agent.states())[conn.name] == "down"
+        to_set, _, failed = await agent.converge()
+        assert (to_set, failed) == (1, 0)  # the ChildUp: one initiate
+        with trio.fail_after(15):
+            while (await agent.states())[conn.name] != "established":
+                await trio.sleep(0.3)
+        assert await trio.to_thread.run_sync(lab.ping, a, b)
+    finally:
+        for client in (agent.client if agent else None, hand):
+            if client is not None:
+                await client.aclose()
+        lab.down()
