@@ -24,6 +24,7 @@ pytestmark = pytest.mark.netns
 PSK = "overlay-ipsec-test-psk-" + "0123456789" * 8
 OPTIONS = parse_options(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"ipsec","PSK":"%s"}}' % PSK))
 NETWORK = IPv4Network("10.0.0.0/8")
+MTU = OPTIONS.mtu(1500, libipsec=True)  # the lab's veths have MTU 1500
 
 
 @pytest.fixture
@@ -87,6 +88,8 @@ async def test_libipsec_mesh_heals_and_forgets(lab: IpsecLab):
             for dst in lab.nodes:
                 if src is not dst:
                     assert await trio.to_thread.run_sync(lab.ping, src, dst), f"{src.ns} -> {dst.ns}"
+        assert f"mtu {MTU} " in run("ip", "-n", a.ns, "link", "show", "ipsec0").stdout
+        assert await trio.to_thread.run_sync(lambda: lab.ping(a, c, 2, MTU - 28))  # a full-size packet, DF set
         await _check_wire(lab, a, b)
         await _check_routes_and_files(lab, a)
 

@@ -34,6 +34,7 @@ def test_options_defaults_and_mtu():
     assert opts.psk.reveal() == PSK
     assert opts.mtu(1500) == 1423
     assert parse_options(config({"psk": PSK, "udpencap": True})).mtu(1500) == 1415
+    assert opts.mtu(1500, libipsec=True) == 1400 and opts.mtu(1450, libipsec=True) == 1365
 
 
 @pytest.mark.parametrize("backend, message", [

@@ -23,6 +23,7 @@ MIN_PSK_LENGTH = 96  # Flannel's minPasswordLength
 DEFAULT_ESP_PROPOSAL = "aes128gcm16-sha256-prfsha256-ecp256"
 IPSEC_OVERHEAD = 77  # outer IPv4 20 + SPI 4 + sequence 4 + IV 16 + pad 15 + pad length 1 + next header 1 + ICV 16
 UDP_ENCAP_OVERHEAD = 8
+LIBIPSEC_TUN_MTU = 1400  # kernel-libipsec's ipsec0, fixed at creation
 # strongSwan proposal syntax: algorithm keywords joined by '-' (one proposal; Flannel passes one)
 _PROPOSAL = re.compile(r"[a-z0-9_]+(?:-[a-z0-9_]+)*")
 
@@ -33,9 +34,13 @@ class IpsecOptions:
     udp_encap: bool = False
     esp_proposal: str = DEFAULT_ESP_PROPOSAL
 
-    def mtu(self, external_mtu: int) -> int:
-        """Pod MTU as Flannel computes it: external MTU − 77, − 8 more with UDP encapsulation."""
-        return external_mtu - IPSEC_OVERHEAD - (UDP_ENCAP_OVERHEAD if self.udp_encap else 0)
+    def mtu(self, external_mtu: int, libipsec: bool = False) -> int:
+        """Pod MTU as Flannel computes it: external MTU − 77, − 8 more with UDP encapsulation.
+        kernel-libipsec always encapsulates in UDP (charon forces NAT-T: it cannot send raw ESP)
+        and its TUN device ``ipsec0`` has a fixed MTU of 1400 (not configurable in 5.9), so in
+        that mode the 8 are always taken and the result is at most 1400."""
+        mtu = external_mtu - IPSEC_OVERHEAD - (UDP_ENCAP_OVERHEAD if self.udp_encap or libipsec else 0)
+        return min(mtu, LIBIPSEC_TUN_MTU) if libipsec else mtu
 
 
 def _check_psk(value: Secret) -> None:

@@ -119,8 +119,10 @@ class IpsecLab:
             os.waitpid(node.pid, 0)
         node.pid = None
 
-    def ping(self, src: LabNode, dst: LabNode, count: int = 2) -> bool:
-        done = run("ip", "netns", "exec", src.ns, "ping", "-c", str(count), "-i", "0.2", "-W", "2",
+    def ping(self, src: LabNode, dst: LabNode, count: int = 2, size: int = 56) -> bool:
+        """Pod to pod ping; a ``size`` other than the default is sent with Don't Fragment."""
+        df = ["-M", "do", "-s", str(size)] if size != 56 else []
+        done = run("ip", "netns", "exec", src.ns, "ping", "-c", str(count), "-i", "0.2", "-W", "2", *df,
                    "-I", src.pod_ip, dst.pod_ip, check=False)
         return done.returncode == 0
 
