@@ -12,12 +12,12 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 import trio
 from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
-from overlay_ipsec import KERNEL, LIBIPSEC, desired_state, parse_options
+from overlay_ipsec import KERNEL, desired_state, parse_options
 from overlay_ipsec.calc import ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import ROUTING_TABLE, kernel_has_esp
 from overlay_ipsec.reconcile import converge
-from overlay_ipsec.target import CharonTarget, XfrmPolicyTarget
-from overlay_ipsec.testing import IpsecLab, LabNode, run
+from overlay_ipsec.target import XfrmPolicyTarget
+from overlay_ipsec.testing import IpsecLab, LabAgent, LabNode, run, until_established
 from overlay_ipsec.vici_client import ViciClient
 
 pytestmark = pytest.mark.netns
@@ -39,38 +39,8 @@ def lab(tmp_path):
         lab.down()
 
 
-class Agent:
-    """What the Backend glue will do for one node: desired state from leases, converge."""
-
-    def __init__(self, node: LabNode, peers: list[LabNode]) -> None:
-        self.node, self.peers = node, list(peers)
-        self.client = ViciClient(node.paths.vici)
-        self.target = CharonTarget(self.client)
-
-    def desired(self):
-        return desired_state(self.node.lease(), [p.lease() for p in self.peers], OPTIONS, LIBIPSEC, NETWORK)
-
-    async def converge(self):
-        return await converge(self.target, self.desired().objects)
-
-    async def states(self) -> dict[str, str]:
-        await self.target.dump()
-        conns = [o for o in self.desired().objects if isinstance(o, ConnSpec)]
-        return {c.name: self.target.peer_status(c).state for c in conns}
-
-
-async def until_established(agents: list[Agent], timeout: float = 30, every: float = 1.0) -> int:
-    """Converge every agent until all their connections are established; converge passes used."""
-    passes = 0
-    with trio.fail_after(timeout):
-        while True:
-            passes += 1
-            for agent in agents:
-                await agent.converge()
-            states = [s for agent in agents for s in (await agent.states()).values()]
-            if all(s == "established" for s in states):
-                return passes
-            await trio.sleep(every)
+def Agent(node: LabNode, peers: list[LabNode]) -> LabAgent:
+    return LabAgent(node, peers, OPTIONS, NETWORK)
 
 
 async def test_libipsec_mesh_heals_and_forgets(lab: IpsecLab):

@@ -17,10 +17,17 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+import trio
 from overlay_core import Lease, LeaseAttrs
 
-from .calc import LIBIPSEC
+from .calc import LIBIPSEC, ConnSpec, Desired, desired_state
 from .charon import CharonPaths, charon_argv, find_charon, vici_answers, write_config
+from .options import IpsecOptions
+from .reconcile import converge
+from .target import CharonTarget
+from .vici_client import ViciClient
+
+LAB_NETWORK = IPv4Network("10.0.0.0/8")
 
 
 @dataclass
@@ -59,7 +66,7 @@ class IpsecLab:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:4])
     nodes: list[LabNode] = field(default_factory=list)
     hub: str = ""
-    network: IPv4Network = IPv4Network("10.0.0.0/8")
+    network: IPv4Network = LAB_NETWORK
 
     def up(self) -> IpsecLab:
         self.hub = f"{self.prefix}-{self.tag}-hub"
@@ -131,3 +138,40 @@ class IpsecLab:
             self.kill_charon(node)
         for name in [n.ns for n in self.nodes] + ([self.hub] if self.hub else []):
             run("ip", "netns", "del", name, check=False)
+
+
+class LabAgent:
+    """What the Backend glue will do for one lab node: desired state from leases, converge."""
+
+    def __init__(self, node: LabNode, peers: list[LabNode], options: IpsecOptions,
+                 network: IPv4Network = LAB_NETWORK) -> None:
+        self.node, self.peers, self.options, self.network = node, list(peers), options, network
+        self.client = ViciClient(node.paths.vici)
+        self.target = CharonTarget(self.client)
+
+    def desired(self) -> Desired:
+        return desired_state(self.node.lease(), [p.lease() for p in self.peers], self.options, LIBIPSEC,
+                             self.network)
+
+    async def converge(self) -> tuple[int, int, int]:
+        return await converge(self.target, self.desired().objects)
+
+    async def states(self) -> dict[str, str]:
+        """SA state per desired connection, from a fresh dump."""
+        await self.target.dump()
+        conns = [o for o in self.desired().objects if isinstance(o, ConnSpec)]
+        return {c.name: self.target.peer_status(c).state for c in conns}
+
+
+async def until_established(agents: list[LabAgent], timeout: float = 30, every: float = 1.0) -> int:
+    """Converge every agent until all their connections are established; passes used."""
+    passes = 0
+    with trio.fail_after(timeout):
+        while True:
+            passes += 1
+            for agent in agents:
+                await agent.converge()
+            states = [s for agent in agents for s in (await agent.states()).values()]
+            if all(s == "established" for s in states):
+                return passes
+            await trio.sleep(every)
