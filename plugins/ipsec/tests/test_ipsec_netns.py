@@ -236,3 +236,25 @@ async def test_converge_initiates_a_child_sa_nobody_else_restarts(tmp_path):
             if client is not None:
                 await client.aclose()
         lab.down()
+
+
+@pytest.mark.skipif(not kernel_has_esp(), reason="this kernel has no ESP (xfrm states cannot be added): "
+                    "kernel mode is covered down to its exact xfrm policies; libipsec mode runs instead")
+async def test_kernel_mode_mesh(tmp_path):
+    """Flannel's own setup: kernel ESP, our xfrm policies (reqid 11), charon installs only SAs."""
+    lab = IpsecLab(tmp_path / "lab", count=2)
+    agents: list[LabAgent] = []
+    try:
+        lab.up()
+        for node in lab.nodes:
+            run("ip", "-n", node.ns, "route", "add", "10.0.0.0/8", "dev", "eth0")  # as a default route would
+            lab.start_charon(node, mode=KERNEL)
+        a, b = lab.nodes
+        agents = [LabAgent(a, [b], OPTIONS, NETWORK, KERNEL), LabAgent(b, [a], OPTIONS, NETWORK, KERNEL)]
+        await until_established(agents)
+        assert await trio.to_thread.run_sync(lab.ping, a, b)
+        assert "reqid 11" in run("ip", "-n", a.ns, "xfrm", "state").stdout
+    finally:
+        for agent in agents:
+            await agent.client.aclose()
+        lab.down()

@@ -20,11 +20,11 @@ from pathlib import Path
 import trio
 from overlay_core import Lease, LeaseAttrs
 
-from .calc import LIBIPSEC, ConnSpec, Desired, desired_state
+from .calc import KERNEL, LIBIPSEC, ConnSpec, Desired, desired_state
 from .charon import CharonPaths, charon_argv, find_charon, vici_answers, write_config
 from .options import IpsecOptions
 from .reconcile import converge
-from .target import CharonTarget
+from .target import CharonTarget, XfrmPolicyTarget
 from .vici_client import ViciClient
 
 LAB_NETWORK = IPv4Network("10.0.0.0/8")
@@ -144,17 +144,22 @@ class LabAgent:
     """What the Backend glue will do for one lab node: desired state from leases, converge."""
 
     def __init__(self, node: LabNode, peers: list[LabNode], options: IpsecOptions,
-                 network: IPv4Network = LAB_NETWORK) -> None:
-        self.node, self.peers, self.options, self.network = node, list(peers), options, network
+                 network: IPv4Network = LAB_NETWORK, mode: str = LIBIPSEC) -> None:
+        self.node, self.peers, self.options, self.network, self.mode = node, list(peers), options, network, mode
         self.client = ViciClient(node.paths.vici)
         self.target = CharonTarget(self.client)
+        self.policies = XfrmPolicyTarget(network, ip=("ip", "-n", node.ns)) if mode == KERNEL else None
 
     def desired(self) -> Desired:
-        return desired_state(self.node.lease(), [p.lease() for p in self.peers], self.options, LIBIPSEC,
+        return desired_state(self.node.lease(), [p.lease() for p in self.peers], self.options, self.mode,
                              self.network)
 
     async def converge(self) -> tuple[int, int, int]:
-        return await converge(self.target, self.desired().objects)
+        """Converge charon (and, in kernel mode, the xfrm policies first); charon's counts."""
+        objects = self.desired().objects
+        if self.policies is not None:
+            await converge(self.policies, objects)
+        return await converge(self.target, objects)
 
     async def states(self) -> dict[str, str]:
         """SA state per desired connection, from a fresh dump."""
