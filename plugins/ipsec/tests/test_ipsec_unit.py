@@ -14,7 +14,7 @@ from overlay_ipsec.charon import CharonPaths, charon_argv, find_charon, render_c
 from overlay_ipsec.dedicated import DedicatedThread
 from overlay_ipsec.status import peer_status
 from overlay_ipsec.target import CharonTarget, ForeignConn, batch_script, parse_policies
-from overlay_ipsec.vici_client import ChildSa, IkeSa, LoadedChild, LoadedConn
+from overlay_ipsec.vici_client import ChildSa, IkeSa, LoadedChild, LoadedConn, ViciClient, ViciError
 
 PSK = "k" * 96
 NETWORK = IPv4Network("10.0.0.0/8")
@@ -236,3 +236,16 @@ async def test_dedicated_thread_runs_every_call_on_one_thread_and_closes():
         await thread.call(lambda r: 1 / 0)
     await thread.stop()
     assert len(closed) == 1
+
+
+async def test_vici_errors_are_one_line_without_the_psk(tmp_path):
+    client = ViciClient(tmp_path / "no-charon.vici")
+    key = SharedKey(IPv4Address("192.0.2.1"), Secret(PSK))
+    try:
+        with pytest.raises(ViciError) as err:
+            await client.load_shared(key)
+    finally:
+        await client.aclose()
+    text = str(err.value)
+    assert text.startswith("charon load-shared overlay-ipsec:192.0.2.1: VICI socket ")
+    assert "\n" not in text and PSK not in text and err.value.__cause__ is None
