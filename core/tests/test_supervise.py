@@ -243,6 +243,24 @@ async def test_a_changed_command_line_replaces_the_previous_helper(tmp_path, sle
             os.kill(pid, signal.SIGKILL)
 
 
+async def test_a_helper_started_through_an_exec_wrapper_is_adopted(tmp_path, sleeper):
+    """charon and wireguard-go are started through ``unshare … sh -c '… exec …'``: the process
+    that stays shows the helper's own command line, and that is what adoption checks."""
+    wrapped = ["sh", "-c", 'exec "$@"', "sh", *sleeper]
+
+    async def exec_done() -> bool:
+        return bool(pids_running(sleeper))
+
+    async with Supervisor.open(tmp_path) as sup:
+        first = await sup.supervise(ProcessSpec("wrapped", wrapped, exec_done))
+    assert pids_running(sleeper) == [first.pid]
+    async with Supervisor.open(tmp_path) as sup:
+        again = await sup.supervise(ProcessSpec("wrapped", wrapped, exec_done, stop_grace=2))
+        assert again.adopted and again.pid == first.pid
+        await again.stop()
+    assert not alive(first.pid)
+
+
 async def test_a_helper_never_ready_is_failed_killed_and_retried(tmp_path, sleeper, registry, caplog):
     caplog.set_level(logging.INFO, "overlay.supervise")
     seen: set[int] = set()

@@ -44,9 +44,10 @@ LOG_ROTATE_BYTES = 1 << 20  # at a (re)start, a larger log is moved to <name>.lo
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """How to run one helper. ``argv`` must be the helper's own command line (no ``sh -c`` that
-    execs it: adoption compares it with ``/proc/<pid>/cmdline``) and the helper must stay in the
-    foreground (``wireguard-go -f``). ``env`` is added to the agent's environment."""
+    """How to run one helper. The helper must stay in the foreground (``wireguard-go -f``); a
+    wrapper that ``exec``s it (``unshare … sh -c '… exec charon'``) is fine: the command line the
+    process shows once ready is recorded, and adoption compares with that. ``env`` is added to
+    the agent's environment."""
 
     name: str  # unique per agent, a file name: "wireguard-go-flannel-wg"
     argv: Sequence[str]
@@ -319,6 +320,7 @@ class Supervisor:
         helper._set_state("starting")
         problem = await self._wait_ready(helper, proc)
         if problem is None:
+            self._note_cmdline(helper.spec, proc.pid)
             helper._set_state("running")
             if not started:
                 task_status.started()
@@ -376,13 +378,14 @@ class Supervisor:
             return None
         pid = record["pid"]
         proc = None
-        if is_same_process(pid, record["start_time"], record["argv"]):
+        shown = record.get("cmdline") or record["argv"]
+        if is_same_process(pid, record["start_time"], shown):
             try:
                 proc = _Process(pid)
             except ProcessLookupError:
                 proc = None
         # checked again with the pidfd open: the pid cannot be reused under it any more
-        if proc is None or not is_same_process(pid, record["start_time"], record["argv"]):
+        if proc is None or not is_same_process(pid, record["start_time"], shown):
             if proc is not None:
                 proc.close()
             self._remove_record(spec.name)
@@ -425,6 +428,14 @@ class Supervisor:
         record = {"pid": pid, "start_time": start_time(pid), "argv": list(spec.argv),
                   "survive_agent": spec.survive_agent, "stop_grace": spec.stop_grace}
         atomic_write(self._record_path(spec.name), json.dumps(record) + "\n", 0o644)
+
+    def _note_cmdline(self, spec: ProcessSpec, pid: int) -> None:
+        """Record what the ready process shows as its command line (a wrapper has exec'd by now)."""
+        record = self._read_record(spec.name)
+        shown = _cmdline(pid)
+        if record is not None and record["pid"] == pid and shown and record.get("cmdline") != shown:
+            record["cmdline"] = shown
+            atomic_write(self._record_path(spec.name), json.dumps(record) + "\n", 0o644)
 
     def _read_record(self, name: str) -> dict[str, Any] | None:
         try:
