@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -35,6 +36,7 @@ from .peers import PeerBatch, PeerSet, PeerWatcher
 from .plugins import Hooks, PluginManager, load_backend_class
 from .retry import Backoff, OutageLog
 from .runtime import release_memory, sd_notify
+from .services import Services, Supervisor, TaskGroup
 from .subnets import LEASE_TTL, Keys, SubnetManager
 from .validity import LeaseRules, local_networks
 
@@ -66,6 +68,7 @@ class AgentOptions:
     firewall_resync: float = 5.0
     reconcile_interval: float = 30.0
     lease_ttl: int = LEASE_TTL
+    state_dir: str = "/run/overlay"
 
     def validate(self) -> None:
         if not 1 <= self.renew_margin <= 1439:
@@ -99,6 +102,7 @@ class Agent:
         self.node: Node | None = None
         self.backend: Backend | None = None
         self.keeper: LeaseKeeper | None = None
+        self.services: Services | None = None
         self.dispatcher: PeerDispatcher | None = None
         self.firewall: Firewall | None = None
         self.subnet_file_written = False
@@ -132,6 +136,8 @@ class Agent:
             facts["peers"] = len(self.dispatcher.accepted) if self.dispatcher else 0
             facts["reservation"] = node.lease.is_reservation
         facts["store"] = self.store.state()
+        if self.services is not None and self.services.supervisor.helpers:
+            facts["helpers"] = self.services.supervisor.report()
         if self.dispatcher is not None and self.dispatcher.rejected:
             facts["rejected_leases"] = self.dispatcher.report()
         if self.conflict:
@@ -342,7 +348,8 @@ class Agent:
             f", public IPv6 {iface.public_ipv6}" if iface.public_ipv6 else "",
         )
         node = self.node = Node(config, iface, self.netlink, metrics=self.metrics)
-        self.backend = backend_cls(node)
+        assert self.services is not None
+        self.backend = backend_cls(node, self.services)
         self.plugins.register(self.backend, name=f"backend:{backend_cls.type}")
         self.dispatcher = PeerDispatcher(LeaseRules(config), self.backend.accepts, self.hooks, node, self.metrics)
         self.keeper = LeaseKeeper(node, self.subnets, self.peer_set, self._retry, self._taken, self.hooks,
@@ -370,6 +377,10 @@ class Agent:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run the node until cancelled. ``task_status.started()`` fires once ready."""
         async with trio.open_nursery() as nursery:
+            tasks = TaskGroup(nursery)
+            state_dir = Path(self.options.state_dir)
+            self.services = Services(tasks, Supervisor(state_dir, tasks, self.metrics.registry), state_dir,
+                                     self.netlink, self.metrics.registry, self.request_reconcile)
             if self.options.healthz_port:
                 server = HealthServer(self.report, self.metrics.registry)
                 await nursery.start(server.serve, self.options.healthz_ip, self.options.healthz_port)

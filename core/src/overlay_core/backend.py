@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .config import NetworkConfig
     from .dataplane.netlink import Netlink
     from .lease import Lease
+    from .services import Services
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,16 @@ class Backend:
 
     ``type`` is the ``Backend.Type`` string users write (lower case). Leases whose
     ``BackendType`` differs from ``lease_type`` (default: ``type``) are not delivered.
+    The agent constructs it as ``cls(node, services)``; ``services`` (``overlay_core.services.
+    Services``) is None only in unit tests that need none.
     """
 
     type: ClassVar[str] = ""
     lease_type: ClassVar[str | None] = None
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, services: Services | None = None) -> None:
         self.node = node
+        self.services = services
         self.options = self.parse_options(node.config)
 
     @classmethod

@@ -53,6 +53,8 @@ RUN_FLAGS = [
     ("healthz-port", 0, int, "port of /healthz /readyz /metrics (0: off)"),
     ("reconcile-interval", 30, float,
      "seconds between full desired-vs-actual reconciles (kernel events trigger one at once)"),
+    ("state-dir", "/run/overlay", None,
+     "this agent's directory for helper processes' records, logs and sockets (ours)"),
     ("subnet-lease-ttl", 86400, int,
      "lease TTL in seconds (ours; Flannel's is fixed at 24 h); must exceed the renew margin"),
 ]
@@ -136,6 +138,7 @@ def build_options(values: dict):
         firewall_resync=values["iptables_resync"],
         reconcile_interval=values["reconcile_interval"],
         lease_ttl=values["subnet_lease_ttl"],
+        state_dir=values["state_dir"],
     )
 
 

@@ -24,6 +24,7 @@ from .dispatch import LOG_EACH
 from .lease import Lease
 from .plugins import hookimpl
 from .reconcile import Target
+from .services import Services
 
 LOGGER = logging.getLogger("overlay.peers")
 
@@ -93,8 +94,8 @@ def direct_plan(node: Node, peer: Lease, version: int) -> PeerPlan | None:
 class ReconcilingBackend(Backend):
     """Base for backends whose per-peer state is objects in one or more reconcile targets."""
 
-    def __init__(self, node: Node) -> None:
-        super().__init__(node)
+    def __init__(self, node: Node, services: Services | None = None) -> None:
+        super().__init__(node, services)
         self.peer_modes = PeerModes()
         self.synced = False
         self._plans: dict[str, tuple[object, tuple, PeerPlan]] = {}
@@ -208,8 +209,8 @@ class ReconcilingBackend(Backend):
 class KernelBackend(ReconcilingBackend):
     """Base for backends that program routes/neighbours/FDB entries per peer."""
 
-    def __init__(self, node: Node) -> None:
-        super().__init__(node)
+    def __init__(self, node: Node, services: Services | None = None) -> None:
+        super().__init__(node, services)
         self.kernel = Kernel(node.netlink, self.scope)
 
     def targets(self) -> list[Target]:

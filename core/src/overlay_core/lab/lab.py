@@ -173,6 +173,7 @@ class Lab:
             f"--etcd-endpoints={self.etcd.url}",
             *([] if any(a.startswith("--iface") for a in extra) else ["--iface=eth0"]),
             f"--subnet-file={node.subnet_file}", f"--healthz-port={HEALTH_PORT}",
+            f"--state-dir={os.path.join(os.path.dirname(node.subnet_file), 'state')}",
             "--healthz-ip=0.0.0.0", *extra,
         ]
         with open(node.log, "ab") as log:

@@ -3,6 +3,7 @@
 Each lives in its own module; the names a backend uses are re-exported here.
 """
 
+from .bundle import Services
 from .files import atomic_write, load_or_create_secret
 from .secret import Secret
 from .supervise import Helper, ProcessSpec, Supervisor
@@ -14,6 +15,7 @@ __all__ = [
     "Helper",
     "ProcessSpec",
     "Secret",
+    "Services",
     "StopSignal",
     "Supervisor",
     "Swappable",

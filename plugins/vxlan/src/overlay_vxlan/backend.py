@@ -34,8 +34,8 @@ class VxlanBackend(KernelBackend):
     def parse_options(cls, config) -> VxlanOptions:
         return parse_options(config)
 
-    def __init__(self, node) -> None:
-        super().__init__(node)
+    def __init__(self, node, services=None) -> None:
+        super().__init__(node, services)
         self.options: VxlanOptions
         self.index: dict[int, int] = {}  # family -> ifindex
         self.mac: dict[int, str] = {}  # family -> MAC we advertise

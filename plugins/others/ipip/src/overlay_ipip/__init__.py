@@ -66,8 +66,8 @@ class IpipBackend(KernelBackend):
             raise ConfigError(f"ipip: DirectRouting must be true or false, got {direct!r}")
         return IpipOptions(direct)
 
-    def __init__(self, node) -> None:
-        super().__init__(node)
+    def __init__(self, node, services=None) -> None:
+        super().__init__(node, services)
         self.options: IpipOptions
         self.index: int | None = None
 
