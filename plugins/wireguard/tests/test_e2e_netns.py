@@ -2,12 +2,14 @@
 this package; pods ping over the tunnel, the underlay sees only WireGuard UDP."""
 
 import subprocess
+import time
 
 import pytest
 import trio
 from overlay_core.lease import lease_from_kv
 from overlay_wireguard.calc import plan_peer
 from overlay_wireguard.options import WgOptions
+from overlay_wireguard.status import peer_report
 from overlay_wireguard.testing import ping, wait_ping
 
 pytestmark = pytest.mark.netns
@@ -69,6 +71,10 @@ async def test_three_nodes_v4_ping_matrix_and_capture(wgnet):
     assert ok(matrix), matrix
     wire, bad = classify(cap.lines(), (51820,))
     assert bad == [] and len(wire) >= 10, (bad, wire[:5])
+    state = await nodes[0].instances["flannel-wg"].client().get()
+    reports = {s.peer.key: peer_report("flannel-wg", s, time.time()) for s in state.peers}
+    assert set(reports) == {nodes[1].keys.public, nodes[2].keys.public}
+    assert all(r.state == "up" and r.detail["rx_bytes"] > 0 and r.detail["tx_bytes"] > 0 for r in reports.values())
 
 
 @pytest.mark.parametrize("mode", ["separate", "auto", "ipv6"])
