@@ -82,10 +82,9 @@ def setconf_text(config: DeviceConfig, peers) -> str:
 
 
 async def cold_sync(net: WgNet, node, n_peers: int, rounds: int, workdir: Path) -> dict:
-    started = time.perf_counter()
     leases = fake_leases(n_peers)
-    local = node.local
-    want = desired_peers(local, leases)
+    started = time.perf_counter()
+    want = desired_peers(node.local, leases)
     calc_s = time.perf_counter() - started
     peers = list(want.peers["flannel-wg"].values())
     for name in ("sync0", "sync1"):

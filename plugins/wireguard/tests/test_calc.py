@@ -46,7 +46,7 @@ def lease(subnet="10.5.2.0/24", subnet6="2001:db8:10:2::/64", ip="192.0.2.2", ip
 def only(plan):
     assert plan.skipped is None, plan.skipped
     assert len(plan.peers) == 1
-    return plan.peers[0]
+    return plan.peers[0].device, plan.peers[0]
 
 
 def test_devices_per_mode():
@@ -79,9 +79,9 @@ def test_single_device_advertises_its_real_port_in_both():
 def test_separate_dual_stack_two_peers():
     plan = plan_peer(local(psk=Secret(b"p" * 32), keepalive=25), lease())
     assert plan.skipped is None
-    (d4, p4), (d6, p6) = plan.peers
-    assert (d4, p4.endpoint, p4.allowed_ips) == (DEVICE, "192.0.2.2:51820", (ip_network("10.5.2.0/24"),))
-    assert (d6, p6.endpoint, p6.allowed_ips) == (DEVICE_V6, "[2001:db8::2]:51821",
+    p4, p6 = plan.peers
+    assert (p4.device, p4.endpoint, p4.allowed_ips) == (DEVICE, "192.0.2.2:51820", (ip_network("10.5.2.0/24"),))
+    assert (p6.device, p6.endpoint, p6.allowed_ips) == (DEVICE_V6, "[2001:db8::2]:51821",
                                                  (ip_network("2001:db8:10:2::/64"),))
     assert p4.key == p6.key == K1 and p4.keepalive == 25 and p4.psk == Secret(b"p" * 32)
 
@@ -132,12 +132,12 @@ def test_quirk_fix_single_device_port():
     other = lease(subnet=None, ip=None, port6=7000)
     assert only(plan_peer(local("ipv6", ipv4=False), other))[1].endpoint == "[2001:db8::2]:7000"
     # separate mode has no quirk: BackendV6Data's port is flannel-wg-v6's
-    assert plan_peer(local(), flannel).peers[1][1].endpoint == "[2001:db8::2]:51821"
+    assert plan_peer(local(), flannel).peers[1].endpoint == "[2001:db8::2]:51821"
 
 
 def test_port_zero_means_our_port():
     old = lease(port=0, port6=0)
-    (_, p4), (_, p6) = plan_peer(local(listen_port=5000, listen_port_v6=5001), old).peers
+    p4, p6 = plan_peer(local(listen_port=5000, listen_port_v6=5001), old).peers
     assert (p4.endpoint, p6.endpoint) == ("192.0.2.2:5000", "[2001:db8::2]:5001")
     assert only(plan_peer(local("ipv6", listen_port=5000), old))[1].endpoint == "[2001:db8::2]:5000"
     no_port = lease(data={"PublicKey": K1}, subnet6=None, ip6=None)
@@ -150,9 +150,10 @@ def test_flannel_written_values_decode_into_working_peers():
             b'"BackendData":{"PublicKey":"' + k.encode() + b'","Port":51820},'
             b'"BackendV6Data":{"PublicKey":"' + k.encode() + b'","Port":51821}}')
     le = lease_from_kv("/coreos.com/network/subnets/10.5.7.0-24&2001:db8:10:7::-64", dual, 9, 3)
-    (d4, p4), (d6, p6) = plan_peer(local(), le).peers
-    assert (d4, p4.key, p4.endpoint, p4.allowed_ips) == (DEVICE, k, "192.0.2.7:51820", (ip_network("10.5.7.0/24"),))
-    assert (d6, p6.endpoint) == (DEVICE_V6, "[2001:db8::7]:51821")
+    p4, p6 = plan_peer(local(), le).peers
+    assert (p4.device, p4.key, p4.endpoint, p4.allowed_ips) == (DEVICE, k, "192.0.2.7:51820",
+                                                                (ip_network("10.5.7.0/24"),))
+    assert (p6.device, p6.endpoint) == (DEVICE_V6, "[2001:db8::7]:51821")
     dev, p = only(plan_peer(local("auto"), le))
     assert p.endpoint == "192.0.2.7:51820" and len(p.allowed_ips) == 2
     old = b'{"PublicIP":"192.0.2.8","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"%s"}}'

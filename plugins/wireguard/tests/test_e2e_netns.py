@@ -103,7 +103,7 @@ async def test_flannel_written_quirky_lease_is_reachable(wgnet):
         "10.5.2.0-24&2001:db8:10:2::-64",
         '{"PublicIP":"192.0.2.2","PublicIPv6":"2001:db8:ff::2","BackendType":"wireguard",'
         f'"BackendData":{{"PublicKey":"{k}","Port":51820}},"BackendV6Data":{{"PublicKey":"{k}","Port":51821}}}}')
-    assert plan_peer(n1.local, flannel).peers[0][1].endpoint == "[2001:db8:ff::2]:51820"
+    assert plan_peer(n1.local, flannel).peers[0].endpoint == "[2001:db8:ff::2]:51820"
     await wgnet.configure(n1, [n1.lease(), flannel])
     await wgnet.configure(n2, [n1.lease(), n2.lease()])
     assert ok(await all_pings([n1, n2], 6)) and ok(await all_pings([n1, n2], 4))

@@ -105,9 +105,10 @@ def test_get_request_and_reply_parse_like_uapi():
         m.encode()
         replies.append(decoded(m, wgmsg))
     state = kernel.parse_device_replies(replies)
-    assert state.config == DeviceConfig(ME.private, 51820)
+    assert state.config == DeviceConfig(ME.private, 51820, "flannel-wg")
     (ps,) = state.peers
-    assert ps.peer == WgPeer(a, "192.0.2.2:51820", allowed_ips(["10.5.2.0/24", "2001:db8:10:2::/64"]))
+    assert ps.peer == WgPeer(a, "192.0.2.2:51820", allowed_ips(["10.5.2.0/24", "2001:db8:10:2::/64"]),
+                             device="flannel-wg")
     assert (ps.rx_bytes, ps.tx_bytes, ps.last_handshake) == (10, 20, None)
 
 

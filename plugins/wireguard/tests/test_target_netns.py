@@ -27,7 +27,7 @@ async def test_converge_repairs_hand_made_changes(wgnet):
         await wgnet.start(node)
     await wgnet.configure_all()
     leases = [n.lease() for n in (n1, n2)]
-    desired = [DeviceConfig(n1.keys.private, 51820),
+    desired = [DeviceConfig(n1.keys.private, 51820, "flannel-wg"),
                *desired_peers(n1.local, leases, own_key=n1.lease().key).peers["flannel-wg"].values()]
     target = WireguardDeviceTarget(n1.instances["flannel-wg"].client())
     changes, _ = await converge(target, desired)
@@ -48,7 +48,7 @@ async def test_converge_repairs_hand_made_changes(wgnet):
 
     wg(n1, "set", "flannel-wg", "listen-port", "40000")
     changes, _ = await converge(target, desired)
-    assert changes.to_set == [DeviceConfig(n1.keys.private, 51820)]
+    assert changes.to_set == [DeviceConfig(n1.keys.private, 51820, "flannel-wg")]
 
     state = await target.client.get()
     assert {p.peer for p in state.peers} == set(desired[1:]) and state.config == desired[0]

@@ -23,12 +23,13 @@ async def test_set_get_roundtrip_and_errors(wgnet):
     inst = node.instances["flannel-wg"]
     client = inst.client()
     a, b, c = (KeyPair.generate().public for _ in range(3))
-    peers = [WgPeer(a, "192.0.2.2:51820", allowed_ips(["10.5.2.0/24"]), Secret(b"k" * 32), 25),
-             WgPeer(b, "[2001:db8:ff::3]:51821", allowed_ips(["10.5.3.0/24", "2001:db8:10:3::/64"])),
-             WgPeer(c, None, allowed_ips(["10.5.4.0/24"]))]
+    dev = "flannel-wg"
+    peers = [WgPeer(a, "192.0.2.2:51820", allowed_ips(["10.5.2.0/24"]), Secret(b"k" * 32), 25, dev),
+             WgPeer(b, "[2001:db8:ff::3]:51821", allowed_ips(["10.5.3.0/24", "2001:db8:10:3::/64"]), device=dev),
+             WgPeer(c, None, allowed_ips(["10.5.4.0/24"]), device=dev)]
     await client.set(DeviceConfig(node.keys.private, 51820), peers, replace_peers=True)
     state = await client.get()
-    assert state.config == DeviceConfig(node.keys.private, 51820)
+    assert state.config == DeviceConfig(node.keys.private, 51820, dev)
     assert {p.peer for p in state.peers} == set(peers)
     assert (await other.instances["flannel-wg"].client().get()).peers == ()  # the other node is untouched
     await client.set(remove=[c])
@@ -64,7 +65,8 @@ async def test_thousand_peers_one_transaction(wgnet):
     await wgnet.start(node)
     client = node.instances["flannel-wg"].client(timeout=60)
     peers = [WgPeer(KeyPair.generate().public, f"198.51.100.{i % 250 + 1}:51820",
-                    allowed_ips([ip_network(f"10.{100 + i // 256}.{i % 256}.0/24")])) for i in range(1000)]
+                    allowed_ips([ip_network(f"10.{100 + i // 256}.{i % 256}.0/24")]), device="flannel-wg")
+             for i in range(1000)]
     await client.set(DeviceConfig(node.keys.private, 51820), peers, replace_peers=True)
     state = await client.get()
     assert len(state.peers) == 1000 and {p.peer for p in state.peers} == set(peers)

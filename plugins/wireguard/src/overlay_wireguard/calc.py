@@ -120,9 +120,9 @@ def parse_peer_data(data: Any) -> PeerData:
 
 @dataclass(frozen=True)
 class PeerPlan:
-    """The peers one lease gives, per device, or why it gives none (``skipped``)."""
+    """The peers one lease gives (each names its device), or why it gives none (``skipped``)."""
 
-    peers: tuple[tuple[str, WgPeer], ...] = ()
+    peers: tuple[WgPeer, ...] = ()
     skipped: str | None = None
 
 
@@ -187,8 +187,8 @@ def plan_peer(local: Local, lease: Lease) -> PeerPlan:
             if ip is None:
                 return PeerPlan(skipped=f"it has no IPv{family} public address for {dev.name}")
             port = data[family].port or dev.port
-            out.append((dev.name, WgPeer(key, _endpoint(ip, port), allowed_ips([subnets[family]]),
-                                         opts.psk, opts.keepalive)))
+            out.append(WgPeer(key, _endpoint(ip, port), allowed_ips([subnets[family]]), opts.psk, opts.keepalive,
+                              dev.name))
         return PeerPlan(tuple(out))
     family = {"ipv4": 4, "ipv6": 6}.get(opts.mode) or choose_family(local, v4_ip, v6_ip)
     ip = v4_ip if family == 4 else v6_ip
@@ -196,7 +196,7 @@ def plan_peer(local: Local, lease: Lease) -> PeerPlan:
         return PeerPlan(skipped=f"Mode {opts.mode} dials IPv{family} and it has no IPv{family} public address")
     port = single_device_port(local, data.get(4), data.get(6))
     nets = allowed_ips(subnets[f] for f in families)
-    return PeerPlan(((DEVICE, WgPeer(key, _endpoint(ip, port), nets, opts.psk, opts.keepalive)),))
+    return PeerPlan((WgPeer(key, _endpoint(ip, port), nets, opts.psk, opts.keepalive, DEVICE),))
 
 
 def single_device_port(local: Local, v4: PeerData | None, v6: PeerData | None) -> int:
@@ -229,13 +229,12 @@ def desired_peers(local: Local, leases: Iterable[Lease], own_key: str | None = N
         if plan.skipped:
             out.skipped[lease.key] = plan.skipped
             continue
-        for dev, peer in plan.peers:
-            older = winner.get((dev, peer.key))
+        for peer in plan.peers:
+            older = winner.get((peer.device, peer.key))
             if older is not None:
                 out.skipped[older.key] = f"lease {lease.key} has the same public key and is newer"
-                out.peers[dev].pop(peer.key, None)
-            winner[(dev, peer.key)] = lease
-            out.peers[dev][peer.key] = peer
+            winner[(peer.device, peer.key)] = lease
+            out.peers[peer.device][peer.key] = peer
     return out
 
 

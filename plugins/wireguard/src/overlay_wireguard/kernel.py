@@ -134,7 +134,7 @@ def get_device_message(ifname: str, family_id: int) -> wgmsg:
     return msg
 
 
-def _peer_state(nla) -> PeerState:
+def _peer_state(nla, device: str) -> PeerState:
     endpoint = nla.get_attr("WGPEER_A_ENDPOINT")
     ep = None
     if endpoint:
@@ -147,7 +147,7 @@ def _peer_state(nla) -> PeerState:
     when = hs["tv_sec"] + hs["tv_nsec"] / 1e9 if hs and (hs["tv_sec"] or hs["tv_nsec"]) else None
     peer = WgPeer(nla.get_attr("WGPEER_A_PUBLIC_KEY").decode(), ep, allowed_ips(nets),
                   Secret(psk_raw) if psk_raw != _ZERO else None,
-                  nla.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0)
+                  nla.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0, device)
     return PeerState(peer, when, nla.get_attr("WGPEER_A_RX_BYTES") or 0, nla.get_attr("WGPEER_A_TX_BYTES") or 0)
 
 
@@ -157,12 +157,14 @@ def parse_device_replies(replies: Iterable[wgmsg]) -> DeviceState:
     config = DeviceConfig(None, 0)
     peers: list[PeerState] = []
     for n, msg in enumerate(replies):
+        device = msg.get_attr("WGDEVICE_A_IFNAME") or ""
         if n == 0:
             private = msg.get_attr("WGDEVICE_A_PRIVATE_KEY")
             raw = base64.b64decode(private) if private else _ZERO
-            config = DeviceConfig(Secret(raw) if raw != _ZERO else None, msg.get_attr("WGDEVICE_A_LISTEN_PORT") or 0)
+            config = DeviceConfig(Secret(raw) if raw != _ZERO else None, msg.get_attr("WGDEVICE_A_LISTEN_PORT") or 0,
+                                  device)
         for nla in msg.get_attr("WGDEVICE_A_PEERS") or []:
-            state = _peer_state(nla)
+            state = _peer_state(nla, device)
             if peers and peers[-1].peer.key == state.peer.key:  # a peer continued in the next message
                 last = peers[-1]
                 merged = replace(last.peer, allowed_ips=allowed_ips(last.peer.allowed_ips + state.peer.allowed_ips))

@@ -26,13 +26,15 @@ def allowed_ips(nets: Iterable[Network | str]) -> tuple[Network, ...]:
 
 @dataclass(frozen=True)
 class WgPeer:
-    """One peer of one device: base64 public key, ``ip:port`` / ``[ip6]:port`` endpoint."""
+    """One peer of one device: base64 public key, ``ip:port`` / ``[ip6]:port`` endpoint, and
+    the device it belongs on (so core can route it to that device's target)."""
 
     public_key: str
     endpoint: str | None
     allowed_ips: tuple[Network, ...]
     psk: Secret | None = None
     keepalive: int = 0
+    device: str = ""
 
     @property
     def key(self) -> str:
@@ -49,6 +51,7 @@ class DeviceConfig:
 
     private_key: Secret | None
     listen_port: int
+    device: str = ""
 
     @property
     def key(self) -> str:

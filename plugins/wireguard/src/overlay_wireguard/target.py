@@ -29,12 +29,11 @@ class WireguardDeviceTarget:
         self.last_status: tuple[PeerState, ...] = ()
 
     def owns(self, obj: object) -> bool:
-        return isinstance(obj, WgPeer | DeviceConfig)
+        """Everything on our device is ours (a peer added by hand is removed)."""
+        return isinstance(obj, WgPeer | DeviceConfig) and obj.device == self.client.device
 
     def accepts(self, obj: object) -> bool:
-        """Desired objects are routed by device name before they reach a target, so any
-        peer/config value handed here is for this device."""
-        return isinstance(obj, WgPeer | DeviceConfig)
+        return isinstance(obj, WgPeer | DeviceConfig) and obj.device == self.client.device
 
     async def dump(self) -> list[WgObject]:
         state = await self.client.get()

@@ -132,7 +132,7 @@ class WgNet:
         want = desired_peers(node.local, leases, own_key=node.lease().key)
         for dev in devices(node.local):
             target = WireguardDeviceTarget(node.instances[dev.name].client())
-            _changes, failed = await converge(target, [DeviceConfig(node.keys.private, dev.port),
+            _changes, failed = await converge(target, [DeviceConfig(node.keys.private, dev.port, dev.name),
                                                        *want.peers[dev.name].values()])
             assert failed == 0, f"{node.name}/{dev.name}: {failed} changes failed"
         mtu = device_mtu(node.local.options, 1500, node.local.ipv6)

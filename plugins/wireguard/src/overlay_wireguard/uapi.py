@@ -69,7 +69,7 @@ def encode_set(config: DeviceConfig | None = None, peers: Iterable[WgPeer] = (),
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def _finish_peer(fields: dict, nets: list) -> PeerState:
+def _finish_peer(fields: dict, nets: list, device: str) -> PeerState:
     psk = fields.get("preshared_key")
     sec = int(fields.get("last_handshake_time_sec", 0))
     nsec = int(fields.get("last_handshake_time_nsec", 0))
@@ -79,6 +79,7 @@ def _finish_peer(fields: dict, nets: list) -> PeerState:
         allowed_ips(nets),
         Secret(bytes.fromhex(psk)) if psk and psk != ZERO_KEY else None,
         int(fields.get("persistent_keepalive_interval", 0)),
+        device,
     )
     return PeerState(peer, sec + nsec / 1e9 if sec or nsec else None, int(fields.get("rx_bytes", 0)),
                      int(fields.get("tx_bytes", 0)))
@@ -92,9 +93,9 @@ def response_errno(text: str) -> int:
     raise ValueError("answer has no errno line")
 
 
-def parse_get(text: str) -> DeviceState:
-    """Parse a ``get=1`` answer into the device's settings and its peers with their counters."""
-    device: dict[str, str] = {}
+def parse_get(text: str, device: str = "") -> DeviceState:
+    """Parse a ``get=1`` answer into the settings and peers (with counters) of ``device``."""
+    settings: dict[str, str] = {}
     peers: list[PeerState] = []
     current: dict[str, str] | None = None
     nets: list = []
@@ -106,21 +107,21 @@ def parse_get(text: str) -> DeviceState:
             raise ValueError("answer has a line without '='")
         if key == "public_key":
             if current is not None:
-                peers.append(_finish_peer(current, nets))
+                peers.append(_finish_peer(current, nets, device))
             current, nets = {"public_key": value}, []
         elif key == "errno":
             continue
         elif current is None:
-            device[key] = value
+            settings[key] = value
         elif key == "allowed_ip":
             nets.append(ip_network(value))
         else:
             current[key] = value
     if current is not None:
-        peers.append(_finish_peer(current, nets))
-    private = device.get("private_key")
+        peers.append(_finish_peer(current, nets, device))
+    private = settings.get("private_key")
     config = DeviceConfig(Secret(bytes.fromhex(private)) if private and private != ZERO_KEY else None,
-                          int(device.get("listen_port", 0)))
+                          int(settings.get("listen_port", 0)), device)
     return DeviceState(config, tuple(peers))
 
 
@@ -171,7 +172,7 @@ class UapiClient:
             code = response_errno(text)
             if code:
                 raise self._error(f"get failed: {_errname(code)}", code)
-            return parse_get(text)
+            return parse_get(text, self.device)
         except (ValueError, KeyError) as exc:
             raise self._error(f"unreadable get answer ({exc})") from None
 
