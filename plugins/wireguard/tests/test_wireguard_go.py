@@ -70,3 +70,34 @@ async def test_thousand_peers_one_transaction(wgnet):
     await client.set(DeviceConfig(node.keys.private, 51820), peers, replace_peers=True)
     state = await client.get()
     assert len(state.peers) == 1000 and {p.peer for p in state.peers} == set(peers)
+
+
+async def test_outlives_the_process_that_started_it(wgnet):
+    """Started in a new session by an 'agent' that is then killed with SIGKILL, wireguard-go and
+    its configuration stay, and the instance is found again for adoption."""
+    node = wgnet.add_node(1, WgOptions())
+    inst = node.instances["flannel-wg"]
+    inst.prepare()
+    agent_code = ("import os, subprocess, sys, time; p = subprocess.Popen(sys.argv[1:], start_new_session=True,"
+                  " stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,"
+                  " env={**os.environ, 'WG_PROCESS_FOREGROUND': '1'}); print(p.pid, flush=True); time.sleep(60)")
+    agent = await trio.lowlevel.open_process(["ip", "netns", "exec", node.ns, sys.executable, "-c", agent_code,
+                                              *inst.argv()], stdout=subprocess.PIPE)
+    try:
+        pid = int((await agent.stdout.receive_some(64)).split()[0])
+        with trio.fail_after(20):
+            while not await inst.ready():
+                await trio.sleep(0.05)
+        peer = WgPeer(KeyPair.generate().public, "192.0.2.2:51820", allowed_ips(["10.5.2.0/24"]), device="flannel-wg")
+        await inst.client().set(DeviceConfig(node.keys.private, 51820), [peer])
+    finally:
+        agent.kill()
+        await agent.wait()
+    await trio.sleep(0.5)
+    state = await inst.client().get()
+    assert [p.peer for p in state.peers] == [peer] and state.config.listen_port == 51820
+    script = ("import sys, trio; from pathlib import Path; from overlay_wireguard.userspace import WireguardGo;"
+              "print(trio.run(WireguardGo('flannel-wg', Path(sys.argv[1])).running_pid))")
+    out = await trio.run_process(["ip", "netns", "exec", node.ns, sys.executable, "-c", script, str(node.sockdir)],
+                                 capture_stdout=True)
+    assert int(out.stdout) == pid

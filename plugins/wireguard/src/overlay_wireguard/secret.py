@@ -29,9 +29,11 @@ class Secret:
         return "***"
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret) or type(self._value) is not type(other._value):
-            return NotImplemented if not isinstance(other, Secret) else False
+        if not isinstance(other, Secret):
+            return NotImplemented
         a, b = self._value, other._value
+        if type(a) is not type(b):
+            return False
         return hmac.compare_digest(a.encode() if isinstance(a, str) else a, b.encode() if isinstance(b, str) else b)
 
     def __hash__(self) -> int:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import trio
 
@@ -35,7 +37,7 @@ class WireguardGo:
     device: str
     socket_dir: Path = SYSTEM_SOCKET_DIR
     binary: str = "wireguard-go"
-    env: dict[str, str] = field(default_factory=lambda: {"WG_PROCESS_FOREGROUND": "1"})
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({"WG_PROCESS_FOREGROUND": "1"}))
 
     @property
     def name(self) -> str:
@@ -94,9 +96,10 @@ class WireguardGo:
         except OSError:
             return None
         try:
-            same = os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/thread-self/ns/net").st_ino
+            theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/thread-self/ns/net")
         except OSError:
             return None
+        same = (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
         return pid if same else None
 
 
