@@ -93,8 +93,8 @@ class WgNet:
         ip("addr", "add", f"192.0.2.{index}/24", "dev", "eth0", ns=ns)
         ip("addr", "add", f"2001:db8:ff::{index}/64", "dev", "eth0", "nodad", ns=ns)
         keys = KeyPair.generate()
-        local = Local(options, ipv4, ipv6, IPv4Address(f"192.0.2.{index}"), IPv6Address(f"2001:db8:ff::{index}"),
-                      keys.public)
+        local = Local(options, ipv4, ipv6, IPv4Address(f"192.0.2.{index}"),
+                      IPv6Address(f"2001:db8:ff::{index}") if ipv6 else None, keys.public)
         node = NetNode(f"n{index}", ns, index, local, keys, self.workdir / f"n{index}-sock",
                        ip_network(f"10.5.{index}.0/24") if ipv4 else None,
                        ip_network(f"2001:db8:10:{index:x}::/64") if ipv6 else None)
