@@ -41,6 +41,11 @@ async def test_set_get_roundtrip_and_errors(wgnet):
     show = subprocess.run(["ip", "netns", "exec", node.ns, *inst.wg_argv("show", "flannel-wg", "peers")],
                           capture_output=True, text=True, timeout=30)
     assert sorted(show.stdout.split()) == sorted([a, b])
+    # or from inside wireguard-go's own mount namespace, as the README tells operators
+    pid = node.procs["flannel-wg"].pid
+    show = subprocess.run(["nsenter", "--target", str(pid), "--mount", "--net", "wg", "show", "flannel-wg", "peers"],
+                          capture_output=True, text=True, timeout=30)
+    assert sorted(show.stdout.split()) == sorted([a, b])
 
 
 async def test_running_instance_found_only_from_its_namespace(wgnet):
