@@ -1,0 +1,59 @@
+"""No credential in any log line (DEBUG included, the SDK's and httpx's too), error or repr."""
+
+from __future__ import annotations
+
+import logging
+from ipaddress import IPv4Network
+
+from overlay_core import OverlayError
+from overlay_tencent_vpc import VpcApi, VpcRouteTarget, parse_options
+from overlay_tencent_vpc.testing import converge
+
+from .conftest import FAST_RETRY, NETWORK, NODE, REGION, SECRET_ID, SECRET_KEY, TABLE, VPC_ID
+
+SUBNET_TEXT = "10.5.1.0/24"
+
+
+async def test_secret_never_reaches_logs_or_errors(caplog, vpc, vpc_server, options, target):
+    caplog.set_level(logging.DEBUG)
+    errors: list[OverlayError] = []
+    subnet = IPv4Network(SUBNET_TEXT)
+
+    async def attempt(t: VpcRouteTarget, desired) -> None:
+        try:
+            await converge(t, desired)
+        except OverlayError as e:
+            errors.append(e)
+
+    # the happy path, drift, throttling, 5xx, a dropped connection, a conflict, a full table
+    await attempt(target, [target.route_for(subnet)])
+    vpc.console_disable(TABLE, SUBNET_TEXT)
+    vpc.faults.throttle, vpc.faults.server_error = 1, 1
+    await attempt(target, [target.route_for(subnet)])
+    vpc.faults.down = True
+    await attempt(target, [target.route_for(subnet)])
+    vpc.faults.down = False
+    vpc.console_add(TABLE, "10.5.2.0/24", "192.0.2.99")
+    await attempt(target, [target.route_for(IPv4Network("10.5.2.0/24"))])
+    target.limit = 1
+    await attempt(target, [target.route_for(IPv4Network("10.5.3.0/24"))])
+    # a wrong secret key, and credentials that come from the environment
+    bad = parse_options({"ApiEndpoint": vpc_server.url},
+                        {"ACCESS_KEY_ID": SECRET_ID, "ACCESS_KEY_SECRET": SECRET_KEY + "x"})
+    async with VpcApi(bad, REGION, retry=FAST_RETRY) as api:
+        await attempt(VpcRouteTarget(api, vpc_id=VPC_ID, node_address=NODE, network=NETWORK),
+                      [target.route_for(subnet)])
+
+    assert len(errors) == 2 and target.problem
+    seen = [caplog.text, target.problem, repr(options), str(options), repr(bad), repr(target.__dict__)]
+    seen += [str(e) for e in errors] + [repr(e) for e in errors]
+    seen += [str(e.__context__) for e in errors if e.__context__ is not None]
+    assert "CreateRoutes" in caplog.text  # the logs were captured at all
+    for text in seen:
+        assert SECRET_KEY not in text and SECRET_ID not in text
+
+
+async def test_sdk_debug_logging_is_capped(caplog, api):
+    caplog.set_level(logging.DEBUG)
+    await api.describe_route_tables(vpc_id=VPC_ID)
+    assert "Authorization" not in caplog.text and "TC3-HMAC-SHA256" not in caplog.text
