@@ -84,12 +84,24 @@ async def test_lease_change_deletes_old_and_creates_new(vpc, api, target, change
     assert any(r.destination == "10.5.7.0/24" and r.gateway_id == OTHER_NODE for r in vpc.routes(TABLE))
 
 
+async def test_incremental_apply_without_dump(vpc, api, target):
+    """Core applies per-event deltas with desired-state objects (no RouteId) between full converges."""
+    await converge(target, [target.route_for(SUBNET)])
+    new = IPv4Network("10.5.9.0/24")
+    assert await target.apply([target.route_for(new)], [target.route_for(SUBNET)]) == 0
+    assert own(vpc) == [("10.5.9.0/24", "NORMAL_CVM", "192.0.2.11", True)]
+    assert api.calls["DescribeRouteTables"] == 2  # the table changed since the last dump: described again
+    assert await target.apply([], [target.route_for(new)]) == 0
+    assert own(vpc) == []
+
+
 async def test_full_table_is_refused_before_any_call(vpc, api, target):
     target.limit = 5
     for i in range(5):
         vpc.console_add(TABLE, f"10.5.{100 + i}.0/24", f"192.0.2.{100 + i}")
     assert await converge(target, [target.route_for(SUBNET)]) == 1
     assert writes(api) == 0 and own(vpc) == []
+    assert target.table_usage == (5, 5)
     problem = target.problem
     assert problem is not None and "\n" not in problem
     assert TABLE in problem and "RouteTableLimit 5" in problem and "full" in problem
@@ -163,6 +175,15 @@ async def test_bad_secret_is_auth_failure_in_one_line(vpc_server, vpc):
     assert isinstance(e.value, ConfigError)
     assert api.calls["DescribeRouteTables"] == 1  # not retried
     assert vpc.routes(TABLE) == []
+
+
+async def test_missing_permission_is_one_line_naming_the_actions(vpc, api, target):
+    vpc.denied.add("CreateRoutes")
+    with pytest.raises(VpcAuthError) as e:
+        await converge(target, [target.route_for(SUBNET)])
+    msg = str(e.value)
+    assert "\n" not in msg and "UnauthorizedOperation" in msg and "vpc:CreateRoutes" in msg
+    assert target.problem == msg and api.calls["CreateRoutes"] == 1
 
 
 async def test_unknown_key_id_is_auth_failure(vpc_server):
@@ -258,3 +279,15 @@ def test_route_value_ignores_route_id():
     assert VpcRoute(SUBNET, "192.0.2.11", enabled=False) != b
     assert VpcRoute(SUBNET, "192.0.2.11").key != VpcRoute(IPv4Network("10.5.2.0/24"), "192.0.2.11").key
     assert IPv4Address("192.0.2.11") != a.gateway_id  # gateway ids are the API's strings
+
+
+async def test_default_endpoint_profile():
+    """Pins what the SDK does with our profile: Tencent's public endpoint over https, no region breaker."""
+    opts = parse_options({"AccessKeyID": SECRET_ID, "AccessKeySecret": SECRET_KEY}, {})
+    async with VpcApi(opts, "ap-guangzhou") as api:
+        client = api._client
+        assert client.profile.httpProfile.scheme == "https"
+        assert client._get_endpoint() == "vpc.tencentcloudapi.com"
+        assert client.circuit_breaker is None  # no fallback to ap-guangzhou's endpoint
+        assert client.profile.language == "en-US"
+        assert client.http_client._trust_env  # the public endpoint honours HTTPS_PROXY

@@ -48,7 +48,8 @@ async def _read(client: httpx.AsyncClient, base_url: str, path: str) -> str:
 
 async def read_instance_metadata(base_url: str, timeout: float = METADATA_TIMEOUT) -> InstanceMetadata:
     """Read region, MAC and VPC id; raise ``MetadataError`` (one line) on any failure."""
-    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+    # verify only matters for an https MetadataURL; for http it spares loading a CA store (~0.1 s)
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False, verify=base_url.startswith("https:")) as client:
         region = await _read(client, base_url, "placement/region")
         mac = await _read(client, base_url, "mac")
         vpc_id = await _read(client, base_url, f"network/interfaces/macs/{mac}/vpc-id")

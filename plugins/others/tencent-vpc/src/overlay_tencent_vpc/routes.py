@@ -27,7 +27,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from overlay_core import ConfigError, OverlayError
 
 from .cloud import ApiRouteTable, VpcApi, VpcApiError, VpcAuthError
-from .options import BACKEND
+from .options import BACKEND, DEFAULT_ROUTE_TABLE_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ def _parse_destination(text: str) -> IPv4Network | None:
     return net if net.version == 4 else None
 
 
+def _user_routes(table: ApiRouteTable) -> int:
+    """Entries that count against the table's limit: user routes (system/CCN ones do not)."""
+    return sum(1 for r in table.routes if r.route_type in (USER_ROUTE, ""))
+
+
 class VpcRouteTarget:
     """Keeps this node's route in one VPC route table right.
 
@@ -77,7 +82,7 @@ class VpcRouteTarget:
         node_address: IPv4Address,
         network: IPv4Network,
         table_id: str | None = None,
-        limit: int = 50,
+        limit: int = DEFAULT_ROUTE_TABLE_LIMIT,
     ) -> None:
         self.api = api
         self.vpc_id = vpc_id
@@ -86,6 +91,7 @@ class VpcRouteTarget:
         self.table_id = table_id
         self.limit = limit
         self._table: ApiRouteTable | None = None  # the last dump, for capacity and conflicts
+        self._used: int | None = None  # user routes in the table at the last dump
         self._api_problem: str | None = None
         self._route_problems: dict[tuple[str, IPv4Network], str] = {}
 
@@ -93,6 +99,11 @@ class VpcRouteTarget:
     def route_for(self, subnet: IPv4Network) -> VpcRoute:
         """The own route for the node's leased ``subnet``."""
         return VpcRoute(destination=subnet, gateway_id=str(self.node_address))
+
+    @property
+    def table_usage(self) -> tuple[int, int] | None:
+        """(user routes in the table at the last dump, the limit), for a gauge; None before a dump."""
+        return None if self._used is None else (self._used, self.limit)
 
     @property
     def problem(self) -> str | None:
@@ -120,6 +131,7 @@ class VpcRouteTarget:
             raise
         self._api_problem = None
         self._table = table
+        self._used = _user_routes(table)
         owned = [r for r in self._routes(table) if self.owns(r)]
         present = {r.key for r in owned if r.enabled}
         self._route_problems = {k: v for k, v in self._route_problems.items() if k not in present}
@@ -128,6 +140,9 @@ class VpcRouteTarget:
     async def apply(self, to_set: list[VpcRoute], to_delete: list[VpcRoute]) -> int:
         """Delete ``to_delete``, then create ``to_set`` (replacing a disabled own route); returns failures.
 
+        Works on the table of the last ``dump`` (describing again only when a write has happened
+        since, so an incremental apply without a dump is right too). Routes to delete are matched by
+        key among the routes we own, so desired-state objects without ``route_id`` work as well.
         Creation is refused, with a problem recorded, for a destination routed elsewhere
         (conflict) and when the table would exceed ``limit``.
         """
@@ -138,9 +153,11 @@ class VpcRouteTarget:
         existing: dict[tuple[str, IPv4Network], list[VpcRoute]] = {}
         for r in self._routes(table):
             existing.setdefault(r.key, []).append(r)
+        deletes: dict[int, VpcRoute] = {}  # by RouteId
+        for route in to_delete:
+            deletes.update((r.route_id, r) for r in existing.get(route.key, ()) if self.owns(r))
         failed = 0
         problems: dict[tuple[str, IPv4Network], str] = {}
-        deletes = [r for r in to_delete if r.route_id is not None]
         creates: list[VpcRoute] = []
         for route in to_set:
             same = existing.get(route.key, [])
@@ -154,9 +171,9 @@ class VpcRouteTarget:
                 failed += 1
                 continue
             # ours but different (disabled): Flannel deletes and creates it again
-            deletes.extend(r for r in same if r not in deletes)
+            deletes.update((r.route_id, r) for r in same)
             creates.append(route)
-        used = sum(1 for r in table.routes if r.route_type in (USER_ROUTE, "")) - len(deletes)
+        used = _user_routes(table) - len(deletes)
         if creates and used + len(creates) > self.limit:
             for route in creates:
                 problems[route.key] = (
@@ -168,8 +185,10 @@ class VpcRouteTarget:
         self._route_problems = problems
         for text in problems.values():
             log.error("%s", text)
+        if deletes or creates:
+            self._table = None  # written: the next apply without a dump describes first
         if deletes:
-            failed += await self._write("DeleteRoutes", deletes, table.table_id)
+            failed += await self._write("DeleteRoutes", list(deletes.values()), table.table_id)
         if creates:
             failed += await self._write("CreateRoutes", creates, table.table_id)
         return failed
@@ -186,10 +205,10 @@ class VpcRouteTarget:
             else:
                 triples = [(str(r.destination), r.gateway_type, str(r.gateway_id)) for r in routes]
                 await self.api.create_routes(table_id, triples, ROUTE_DESCRIPTION)
-        except VpcAuthError:
-            raise
         except VpcApiError as e:
             self._api_problem = str(e)
+            if isinstance(e, VpcAuthError):
+                raise
             log.error("%s", e)
             return len(routes)
         log.info("%s: %s in %s", action, ", ".join(str(r.destination) for r in routes), table_id)

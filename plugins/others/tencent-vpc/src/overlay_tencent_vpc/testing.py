@@ -9,7 +9,8 @@ keeps route tables in memory. Supported actions: DescribeRouteTables (``vpc-id``
 Console edits are methods (``console_disable``, ``console_delete``, ``console_add``).
 
 Faults (``FakeVpc.faults``): latency per call, the next N calls throttled, the next N calls
-answered 502, or down (connections closed without an answer). ``calls`` counts requests per
+answered 502, or down (connections closed without an answer); ``denied`` actions answer
+``UnauthorizedOperation`` as a CAM policy without them would. ``calls`` counts requests per
 action. ``on_change(RouteChange)`` runs after every change of a table (API or console), in the
 server's request thread: the lab applies it to a router namespace's kernel table.
 
@@ -187,6 +188,7 @@ class FakeVpc:
         self.on_change = on_change
         self.tables: dict[str, FakeTable] = {}
         self.faults = Faults()
+        self.denied: set[str] = set()  # actions the key's CAM policy does not allow
         self.calls: Counter[str] = Counter()
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -360,6 +362,8 @@ class FakeVpc:
                 raise ApiFault("RequestLimitExceeded", "Your current request times reached the limit (injected).")
             url = urlsplit(target)
             verify_tc3(method, url.path, url.query, headers, body, self.credentials, time.time())
+            if action in self.denied:
+                raise ApiFault("UnauthorizedOperation", f"The key is not authorized to perform {action} (CAM).")
             if headers.get("x-tc-version") != API_VERSION:
                 raise ApiFault("NoSuchVersion", f"Version {headers.get('x-tc-version')} is not {API_VERSION}.")
             if headers.get("x-tc-region") != self.region:
