@@ -7,17 +7,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from overlay_tencent_vpc import RetryPolicy, TencentOptions, VpcApi, VpcRouteTarget, parse_options
-from overlay_tencent_vpc.testing import FakeMetadataServer, FakeVpc, FakeVpcServer, RouteChange
+from overlay_tencent_vpc.testing import FakeCloud, FakeMetadataServer, FakeVpc, FakeVpcServer, RouteChange
 
-SECRET_ID = "AKIDtctTestKeyId0001"
-SECRET_KEY = "tct-secret-key-Zq8vX2"
-REGION = "ap-testland"
-VPC_ID = "vpc-tct0001"
-TABLE = "rtb-tct0001"
-MAC = "52:54:00:12:34:56"
-NODE = IPv4Address("192.0.2.11")
-NETWORK = IPv4Network("10.5.0.0/16")
-FAST_RETRY = RetryPolicy(attempts=4, first_delay=0.01, max_delay=0.05)
+CLOUD = FakeCloud()
 
 
 @pytest.fixture
@@ -27,8 +19,7 @@ def changes() -> list[RouteChange]:
 
 @pytest.fixture
 def vpc(changes) -> FakeVpc:
-    fake = FakeVpc({SECRET_ID: SECRET_KEY}, region=REGION, on_change=changes.append)
-    fake.add_table(TABLE, VPC_ID, main=True)
+    fake = CLOUD.vpc(on_change=changes.append)
     fake.add_table("rtb-other01", "vpc-other", main=True)
     return fake
 
@@ -41,28 +32,28 @@ def vpc_server(vpc) -> Iterator[FakeVpcServer]:
 
 @pytest.fixture
 def metadata_server() -> Iterator[FakeMetadataServer]:
-    with FakeMetadataServer(region=REGION, mac=MAC, vpc_id=VPC_ID) as server:
+    with CLOUD.metadata_server() as server:
         yield server
 
 
 @pytest.fixture
 def options(vpc_server, metadata_server) -> TencentOptions:
-    config = {
-        "Type": "tencent-vpc",
-        "AccessKeyID": SECRET_ID,
-        "AccessKeySecret": SECRET_KEY,
-        "ApiEndpoint": vpc_server.url,
-        "MetadataURL": metadata_server.base_url,
-    }
-    return parse_options(config, {})
+    return parse_options(CLOUD.backend_config(vpc_server.url, metadata_server.base_url), {})
 
 
 @pytest.fixture
-async def api(options) -> AsyncIterator[VpcApi]:
-    async with VpcApi(options, REGION, retry=FAST_RETRY) as client:
+def fast_retry() -> RetryPolicy:
+    return RetryPolicy(attempts=4, first_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture
+async def api(options, fast_retry) -> AsyncIterator[VpcApi]:
+    async with VpcApi(options, CLOUD.region, retry=fast_retry) as client:
         yield client
 
 
 @pytest.fixture
 def target(api) -> VpcRouteTarget:
-    return VpcRouteTarget(api, vpc_id=VPC_ID, node_address=NODE, network=NETWORK)
+    """This node (CLOUD.instance_ip) in the cluster network 10.5.0.0/16."""
+    return VpcRouteTarget(api, vpc_id=CLOUD.vpc_id, node_address=IPv4Address(CLOUD.instance_ip),
+                          network=IPv4Network("10.5.0.0/16"))

@@ -6,9 +6,9 @@ import time
 
 import pytest
 from overlay_tencent_vpc import VpcApi, parse_options
-from overlay_tencent_vpc.testing import ApiFault, FakeVpc, FakeVpcServer, verify_tc3
+from overlay_tencent_vpc.testing import ApiFault, FakeCloud, FakeVpc, FakeVpcServer, verify_tc3
 
-from .conftest import REGION, SECRET_ID, SECRET_KEY, TABLE, VPC_ID
+CLOUD = FakeCloud()
 
 
 class RecordingVpc(FakeVpc):
@@ -22,12 +22,12 @@ class RecordingVpc(FakeVpc):
 @pytest.fixture
 async def signed_request(vpc):
     """A DescribeRouteTables request exactly as the SDK signed and sent it."""
-    recording = RecordingVpc({SECRET_ID: SECRET_KEY}, region=REGION)
+    recording = RecordingVpc({CLOUD.secret_id: CLOUD.secret_key}, region=CLOUD.region)
     recording.tables = vpc.tables
     with FakeVpcServer(recording) as server:
-        opts = parse_options({"AccessKeyID": SECRET_ID, "AccessKeySecret": SECRET_KEY, "ApiEndpoint": server.url}, {})
-        async with VpcApi(opts, REGION) as client:
-            await client.describe_route_tables(vpc_id=VPC_ID)
+        opts = parse_options(CLOUD.backend_config(server.url, "http://127.0.0.1:9/"), {})
+        async with VpcApi(opts, CLOUD.region) as client:
+            await client.describe_route_tables(vpc_id=CLOUD.vpc_id)
     method, target, headers, body = recording.last
     return method, target.partition("?")[2], headers, body
 
@@ -36,14 +36,14 @@ def check(request, secrets=None, now=None, **changes):
     method, query, headers, body = request
     headers = {**headers, **changes.pop("headers", {})}
     body = changes.pop("body", body)
-    verify_tc3(method, "/", query, headers, body, secrets or {SECRET_ID: SECRET_KEY},
+    verify_tc3(method, "/", query, headers, body, secrets or {CLOUD.secret_id: CLOUD.secret_key},
                now if now is not None else time.time())
 
 
 async def test_sdk_request_is_accepted(signed_request):
     method, query, headers, body = signed_request
     assert headers["x-tc-action"] == "DescribeRouteTables" and headers["x-tc-version"] == "2017-03-12"
-    assert headers["x-tc-region"] == REGION and headers["authorization"].startswith("TC3-HMAC-SHA256 ")
+    assert headers["x-tc-region"] == CLOUD.region and headers["authorization"].startswith("TC3-HMAC-SHA256 ")
     check(signed_request)
 
 
@@ -53,8 +53,8 @@ async def test_sdk_request_is_accepted(signed_request):
         ({"body": b'{"Filters": [{"Name": "vpc-id", "Values": ["vpc-evil"]}]}'}, "AuthFailure.SignatureFailure"),
         ({"headers": {"host": "vpc.example:1"}}, "AuthFailure.SignatureFailure"),
         ({"headers": {"content-type": "text/plain"}}, "AuthFailure.SignatureFailure"),
-        ({"secrets": {SECRET_ID: "another-key"}}, "AuthFailure.SignatureFailure"),
-        ({"secrets": {"AKIDsomeoneelse": SECRET_KEY}}, "AuthFailure.SecretIdNotFound"),
+        ({"secrets": {CLOUD.secret_id: "another-key"}}, "AuthFailure.SignatureFailure"),
+        ({"secrets": {"AKIDsomeoneelse": CLOUD.secret_key}}, "AuthFailure.SecretIdNotFound"),
         ({"now": time.time() + 3600}, "AuthFailure.SignatureExpire"),
         ({"headers": {"authorization": "Basic Zm9vOmJhcg=="}}, "AuthFailure.InvalidAuthorization"),
     ],
@@ -77,8 +77,8 @@ def test_describe_filters_and_pages(vpc):
     page = vpc.handle("DescribeRouteTables", {"Filters": [{"Name": "vpc-id", "Values": ["vpc-paged"]}],
                                               "Offset": "1", "Limit": "1"})
     assert page["TotalCount"] == 3 and [t["RouteTableId"] for t in page["RouteTableSet"]] == ["rtb-page1"]
-    by_id = vpc.handle("DescribeRouteTables", {"Filters": [{"Name": "route-table-id", "Values": [TABLE]}]})
-    assert [t["RouteTableId"] for t in by_id["RouteTableSet"]] == [TABLE]
+    by_id = vpc.handle("DescribeRouteTables", {"Filters": [{"Name": "route-table-id", "Values": [CLOUD.table_id]}]})
+    assert [t["RouteTableId"] for t in by_id["RouteTableSet"]] == [CLOUD.table_id]
     with pytest.raises(ApiFault) as e:
         vpc.handle("DescribeRouteTables", {"RouteTableIds": ["rtb-nothere"]})
     assert e.value.code == "ResourceNotFound"
@@ -86,25 +86,25 @@ def test_describe_filters_and_pages(vpc):
 
 def test_create_delete_and_api_limits(vpc, changes):
     vpc.table_limit = 2
-    made = vpc.handle("CreateRoutes", {"RouteTableId": TABLE, "Routes": [
+    made = vpc.handle("CreateRoutes", {"RouteTableId": CLOUD.table_id, "Routes": [
         {"DestinationCidrBlock": "10.5.1.0/24", "GatewayType": "NORMAL_CVM", "GatewayId": "192.0.2.11"}]})
     assert made["TotalCount"] == 1
     route = made["RouteTableSet"][0]["RouteSet"][0]
     assert route["Enabled"] is True and route["RouteType"] == "USER" and route["RouteItemId"].startswith("rti-")
     with pytest.raises(ApiFault) as e:
-        vpc.handle("CreateRoutes", {"RouteTableId": TABLE, "Routes": [
+        vpc.handle("CreateRoutes", {"RouteTableId": CLOUD.table_id, "Routes": [
             {"DestinationCidrBlock": "10.5.1.0/24", "GatewayType": "NORMAL_CVM", "GatewayId": "192.0.2.12"}]})
     assert e.value.code == "InvalidParameterValue.Duplicate"
     with pytest.raises(ApiFault) as e:
-        vpc.handle("CreateRoutes", {"RouteTableId": TABLE, "Routes": [
+        vpc.handle("CreateRoutes", {"RouteTableId": CLOUD.table_id, "Routes": [
             {"DestinationCidrBlock": f"10.5.{i}.0/24", "GatewayType": "NORMAL_CVM", "GatewayId": "192.0.2.12"}
             for i in (2, 3)]})
     assert e.value.code == "LimitExceeded"
-    vpc.handle("DeleteRoutes", {"RouteTableId": TABLE, "Routes": [{"RouteItemId": route["RouteItemId"]}]})
-    assert vpc.routes(TABLE) == []
+    vpc.handle("DeleteRoutes", {"RouteTableId": CLOUD.table_id, "Routes": [{"RouteItemId": route["RouteItemId"]}]})
+    assert vpc.routes(CLOUD.table_id) == []
     assert [c.kind for c in changes] == ["create", "delete"]
     with pytest.raises(ApiFault) as e:
-        vpc.handle("DeleteRoutes", {"RouteTableId": TABLE, "Routes": [{"RouteId": route["RouteId"]}]})
+        vpc.handle("DeleteRoutes", {"RouteTableId": CLOUD.table_id, "Routes": [{"RouteId": route["RouteId"]}]})
     assert e.value.code == "ResourceNotFound"
 
 
@@ -117,7 +117,7 @@ def test_unknown_action(vpc):
 async def test_latency_is_added_per_call(vpc, api):
     vpc.faults.latency = 0.05
     start = time.monotonic()
-    await api.describe_route_tables(vpc_id=VPC_ID)
-    await api.describe_route_tables(vpc_id=VPC_ID)
+    await api.describe_route_tables(vpc_id=CLOUD.vpc_id)
+    await api.describe_route_tables(vpc_id=CLOUD.vpc_id)
     assert time.monotonic() - start >= 0.1
     assert vpc.calls["DescribeRouteTables"] == 2

@@ -6,21 +6,22 @@ import socket
 
 import pytest
 from overlay_tencent_vpc import MetadataError, read_instance_metadata
+from overlay_tencent_vpc.testing import FakeCloud
 
-from .conftest import MAC, REGION, VPC_ID
+CLOUD = FakeCloud()
 
 
 async def test_reads_region_mac_and_vpc(metadata_server):
     meta = await read_instance_metadata(metadata_server.base_url)
-    assert (meta.region, meta.mac, meta.vpc_id) == (REGION, MAC, VPC_ID)
+    assert (meta.region, meta.mac, meta.vpc_id) == (CLOUD.region, CLOUD.mac, CLOUD.vpc_id)
     assert set(metadata_server.calls) == {
         "/latest/meta-data/placement/region",
         "/latest/meta-data/mac",
-        f"/latest/meta-data/network/interfaces/macs/{MAC}/vpc-id",
+        f"/latest/meta-data/network/interfaces/macs/{CLOUD.mac}/vpc-id",
     }
 
 
-@pytest.mark.parametrize("path", ["placement/region", "mac", f"network/interfaces/macs/{MAC}/vpc-id"])
+@pytest.mark.parametrize("path", ["placement/region", "mac", f"network/interfaces/macs/{CLOUD.mac}/vpc-id"])
 async def test_non_200_is_one_line(metadata_server, path):
     metadata_server.status[path] = 500
     with pytest.raises(MetadataError) as e:

@@ -12,7 +12,8 @@ Faults (``FakeVpc.faults``): latency per call, the next N calls throttled, the n
 answered 502, or down (connections closed without an answer); ``denied`` actions answer
 ``UnauthorizedOperation`` as a CAM policy without them would. ``calls`` counts requests per
 action. ``on_change(RouteChange)`` runs after every change of a table (API or console), in the
-server's request thread: the lab applies it to a router namespace's kernel table.
+server's request thread while the state lock is held (so changes arrive in order; keep it short):
+the lab applies it to a router namespace's kernel table.
 
 Servers run in a thread on 127.0.0.1 (or the host given) and stop cleanly (``with`` or ``stop()``).
 """
@@ -379,6 +380,36 @@ class FakeVpc:
             response = {"Error": {"Code": e.code, "Message": str(e)}}
         response["RequestId"] = request_id
         return 200, {"Response": response}
+
+
+# -- one coherent stand-in cloud ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeCloud:
+    """Identities that belong together (key, region, VPC, table, instance) for tests, the bench and the lab."""
+
+    secret_id: str = "AKIDfakeOverlay0001"
+    secret_key: str = "fake-secret-key-0001"
+    region: str = "ap-fakeland"
+    vpc_id: str = "vpc-fake0001"
+    table_id: str = "rtb-fake0001"
+    mac: str = "52:54:00:12:34:56"
+    instance_ip: str = "192.0.2.11"  # the node's private address: the gateway id of its route
+
+    def vpc(self, **kwargs: Any) -> FakeVpc:
+        """A ``FakeVpc`` that knows this key and region, holding this VPC's (main) route table."""
+        vpc = FakeVpc({self.secret_id: self.secret_key}, region=self.region, **kwargs)
+        vpc.add_table(self.table_id, self.vpc_id, main=True)
+        return vpc
+
+    def metadata_server(self, host: str = "127.0.0.1", port: int = 0) -> FakeMetadataServer:
+        return FakeMetadataServer(region=self.region, mac=self.mac, vpc_id=self.vpc_id, host=host, port=port)
+
+    def backend_config(self, api_url: str, metadata_url: str) -> dict[str, str]:
+        """The ``Backend`` options that point a node at the stand-ins."""
+        return {"Type": "tencent-vpc", "AccessKeyID": self.secret_id, "AccessKeySecret": self.secret_key,
+                "ApiEndpoint": api_url, "MetadataURL": metadata_url}
 
 
 # -- HTTP servers in a thread -------------------------------------------------------------------
