@@ -29,10 +29,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import trio
 from overlay_tencent_vpc import VpcApi, VpcRouteTarget, parse_options, read_instance_metadata
-from overlay_tencent_vpc.testing import FakeMetadataServer, FakeVpc, FakeVpcServer, converge
+from overlay_tencent_vpc.testing import FakeCloud, FakeVpc, FakeVpcServer, converge
 
-SECRET_ID, SECRET_KEY = "AKIDbench0001", "bench-secret-key"
-REGION, VPC_ID, TABLE = "ap-bench", "vpc-bench", "rtb-bench"
+CLOUD = FakeCloud()
 NETWORK = IPv4Network("10.5.0.0/16")
 
 
@@ -56,8 +55,7 @@ def import_cost() -> tuple[float, float]:
 async def one_node(index: int, vpc: FakeVpc, api_url: str, metadata_url: str, reconciles: int) -> dict:
     node = IPv4Address(f"192.0.2.{10 + index}")
     subnet = IPv4Network(f"10.5.{index}.0/24")
-    options = parse_options({"ApiEndpoint": api_url, "MetadataURL": metadata_url,
-                             "AccessKeyID": SECRET_ID, "AccessKeySecret": SECRET_KEY}, {})
+    options = parse_options(CLOUD.backend_config(api_url, metadata_url), {})
     start = time.perf_counter()
     meta = await read_instance_metadata(options.metadata_url)
     async with VpcApi(options, meta.region) as api:
@@ -65,14 +63,14 @@ async def one_node(index: int, vpc: FakeVpc, api_url: str, metadata_url: str, re
                                 limit=options.route_table_limit)
         failed = await converge(target, [target.route_for(subnet)])
         ready = time.perf_counter() - start
-        present = any(r.destination == str(subnet) and r.gateway_id == str(node) for r in vpc.routes(TABLE))
+        present = any(r.destination == str(subnet) and r.gateway_id == str(node) for r in vpc.routes(CLOUD.table_id))
         at_start = dict(api.calls)
         before = Counter(api.calls)
         for _ in range(reconciles):
             await converge(target, [target.route_for(subnet)])
         steady = Counter(api.calls)
         steady.subtract(before)
-        vpc.console_delete(TABLE, str(subnet))
+        vpc.console_delete(CLOUD.table_id, str(subnet))
         before = Counter(api.calls)
         t = time.perf_counter()
         await converge(target, [target.route_for(subnet)])
@@ -90,12 +88,10 @@ async def one_node(index: int, vpc: FakeVpc, api_url: str, metadata_url: str, re
 
 
 async def run_once(nodes: int, latency: float, reconciles: int) -> list[dict]:
-    vpc = FakeVpc({SECRET_ID: SECRET_KEY}, region=REGION)
-    vpc.add_table(TABLE, VPC_ID, main=True)
+    vpc = CLOUD.vpc()
     vpc.faults.latency = latency
     results: list[dict] = [{}] * nodes
-    with FakeVpcServer(vpc) as api_server, FakeMetadataServer(region=REGION, mac="52:54:00:00:00:01",
-                                                              vpc_id=VPC_ID) as metadata:
+    with FakeVpcServer(vpc) as api_server, CLOUD.metadata_server() as metadata:
         async def node(i: int) -> None:
             results[i] = await one_node(i, vpc, api_server.url, metadata.base_url, reconciles)
 

@@ -415,12 +415,16 @@ class FakeCloud:
 # -- HTTP servers in a thread -------------------------------------------------------------------
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops SYNs when a lab's nodes start together (1 s stalls)
+
+
 class _ThreadedServer:
     """A ThreadingHTTPServer on (host, port) in a daemon thread; ``url`` once started."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _HTTPServer((host, port), handler)
         self._server.owner = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True
