@@ -16,6 +16,9 @@ server's request thread while the state lock is held (so changes arrive in order
 the lab applies it to a router namespace's kernel table.
 
 Servers run in a thread on 127.0.0.1 (or the host given) and stop cleanly (``with`` or ``stop()``).
+``FakeCloud`` bundles identities that belong together; ``KernelRoutes`` mirrors the table into a
+named namespace's kernel table (the lab's VPC router); ``python -m overlay_tencent_vpc.testing``
+serves both stand-ins as a process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ import hashlib
 import hmac
 import itertools
 import json
+import logging
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -36,6 +42,9 @@ from ipaddress import ip_network
 from typing import Any
 from urllib.parse import urlsplit
 
+log = logging.getLogger(__name__)
+
+NETNS_DIR = "/var/run/netns"
 API_VERSION = "2017-03-12"
 SERVICE = "vpc"
 MAX_CLOCK_SKEW = 300  # seconds, as Tencent's AuthFailure.SignatureExpire
@@ -155,7 +164,7 @@ class FakeTable:
 
 @dataclass(frozen=True)
 class RouteChange:
-    """What changed: ``kind`` is 'create', 'delete', 'enable' or 'disable'; ``route`` is a copy."""
+    """What changed: ``kind`` is 'create', 'delete' or 'disable'; ``route`` is a copy (after the change)."""
 
     kind: str
     table_id: str
@@ -529,6 +538,43 @@ class FakeMetadataServer(_ThreadedServer):
         return self.url + "/latest/meta-data/"
 
 
+# -- the VPC router's kernel table (for the lab) ------------------------------------------------
+
+
+class KernelRoutes:
+    """An ``on_change`` that mirrors NORMAL_CVM routes into the main table of the namespace ``netns``.
+
+    Enabled routes are ``ip route replace <destination> via <gateway id>``; deleted or disabled
+    ones are removed. ``netns`` must be a named namespace other than the root one: the stand-in
+    never touches the host's own routes. ``errors`` keeps the ``ip`` failures (a gateway that is not
+    on one of the router's segments, for instance); none is raised into the API request.
+    """
+
+    def __init__(self, netns: str) -> None:
+        path = os.path.join(NETNS_DIR, netns)
+        if not netns or "/" in netns or not os.path.exists(path):
+            raise ValueError(f"no network namespace named {netns!r}")
+        try:
+            root = os.stat("/proc/1/ns/net").st_ino
+        except PermissionError:  # a container may hide PID 1's namespaces: a named one is then trusted
+            root = None
+        if os.stat(path).st_ino == root:
+            raise ValueError(f"{netns!r} is the root network namespace; refusing to change its routes")
+        self.netns = netns
+        self.errors: list[str] = []
+
+    def __call__(self, change: RouteChange) -> None:
+        route = change.route
+        if route.gateway_type != "NORMAL_CVM":
+            return
+        action = "replace" if change.kind == "create" and route.enabled else "del"
+        argv = ["ip", "-n", self.netns, "route", action, route.destination, "via", route.gateway_id]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        if proc.returncode != 0 and not (action == "del" and "No such process" in proc.stderr):
+            self.errors.append(f"{' '.join(argv)}: {proc.stderr.strip()}")
+            log.warning("%s", self.errors[-1])
+
+
 # -- until core's converge lands ----------------------------------------------------------------
 
 
@@ -544,3 +590,53 @@ async def converge(target: Any, desired: Iterable[Any]) -> int:
     if not to_set and not to_delete:
         return 0
     return await target.apply(to_set, to_delete)
+
+
+# -- as a process (the lab) ---------------------------------------------------------------------
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m overlay_tencent_vpc.testing``: serve the stand-ins until SIGTERM/SIGINT.
+
+    Prints one JSON line ``{"api_url": …, "metadata_url": …}`` once both listen. The secret key
+    comes from ``FAKE_VPC_SECRET_KEY`` (default: FakeCloud's), never from the command line.
+    """
+    import argparse
+    import signal
+
+    cloud = FakeCloud()
+    parser = argparse.ArgumentParser(prog="python -m overlay_tencent_vpc.testing", description=main.__doc__)
+    parser.add_argument("--api-listen", default="127.0.0.1:0", help="HOST:PORT of the VPC API")
+    parser.add_argument("--metadata-listen", default="127.0.0.1:0", help="HOST:PORT of the metadata service")
+    parser.add_argument("--route-netns", help="mirror the table's routes into this namespace's kernel table")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    parser.add_argument("--secret-id", default=cloud.secret_id)
+    for name in ("region", "vpc_id", "table_id", "mac"):
+        parser.add_argument("--" + name.replace("_", "-"), default=getattr(cloud, name))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cloud = FakeCloud(secret_id=args.secret_id, secret_key=os.environ.get("FAKE_VPC_SECRET_KEY", cloud.secret_key),
+                      region=args.region, vpc_id=args.vpc_id, table_id=args.table_id, mac=args.mac)
+    try:
+        on_change = KernelRoutes(args.route_netns) if args.route_netns else None
+    except ValueError as e:
+        parser.error(str(e))
+    vpc = cloud.vpc(on_change=on_change)
+    vpc.faults.latency = args.latency
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with FakeVpcServer(vpc, *_listen(args.api_listen)) as api, \
+            cloud.metadata_server(*_listen(args.metadata_listen)) as metadata:
+        print(json.dumps({"api_url": api.url, "metadata_url": metadata.base_url}), flush=True)
+        while not stop.wait(1.0):
+            pass
+
+
+if __name__ == "__main__":
+    main()
