@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Network
 
 import pytest
+import trio
 from overlay_core.lab.netns import add_namespace, delete_namespace, ip
 from overlay_tencent_vpc import VpcApi, parse_options
 from overlay_tencent_vpc.testing import FakeCloud, FakeVpcServer, KernelRoutes, converge
@@ -66,14 +67,14 @@ async def test_as_a_process(router, target):
     cmd = [sys.executable, "-m", "overlay_tencent_vpc.testing", "--route-netns", router]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        urls = json.loads(proc.stdout.readline())
+        urls = json.loads(await trio.to_thread.run_sync(proc.stdout.readline))
         opts = parse_options(CLOUD.backend_config(urls["api_url"], urls["metadata_url"]), {})
         async with VpcApi(opts, CLOUD.region) as api:
             target.api = api
             await converge(target, [target.route_for(SUBNET)])
         assert kernel_route(router).startswith(f"{SUBNET} via {CLOUD.instance_ip}")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert await trio.to_thread.run_sync(lambda: proc.wait(timeout=10)) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
