@@ -23,8 +23,9 @@ def leases(lab) -> dict[str, dict]:
         "mod_revision": kv["mod_revision"]} for kv in data.get("kvs", [])}
 
 
-def lease_of(lab, node) -> str:
-    return next(k for k, v in leases(lab).items() if v["value"]["PublicIP"] == node.ip)
+def lease_of(lab, node) -> str | None:
+    """The key of ``node``'s lease; None while it holds none (between losing one and taking another)."""
+    return next((k for k, v in leases(lab).items() if v["value"]["PublicIP"] == node.ip), None)
 
 
 def subnet_file(node) -> dict:
@@ -89,7 +90,7 @@ def test_subnet_taken_over_while_running_moves_the_node(lab):
     node = lab.node(1)
     key = lease_of(lab, node)
     lab.etcdctl("put", f"{PREFIX}/subnets/{key}", '{"PublicIP":"192.0.2.99","PublicIPv6":null}')
-    wait_until(lambda: lease_of(lab, node) != key, what="node moved to another subnet")
+    wait_until(lambda: lease_of(lab, node) not in (key, None), what="node moved to another subnet")
     new = lease_of(lab, node)
     wait_until(lambda: subnet_file(node)["FLANNEL_SUBNET"].startswith(new.split("-")[0][:-1]),
                what="subnet file rewritten")
