@@ -30,6 +30,7 @@ from .netns import (
     list_namespaces,
     nsexec,
 )
+from .support import call, lab_support
 
 STATE_ROOT = "/run/overlay-lab"
 UNDERLAY = IPv4Network("192.0.2.0/24")
@@ -80,6 +81,7 @@ class Lab:
         self.etcd_ns = f"{self.prefix}etcd"
         self.state = LabState(name)
         self.etcd = EtcdServer(os.path.join(self.dir, "etcd-data"), str(ETCD_IP), netns=self.etcd_ns)
+        self.support: object = None
 
     # -- state file ------------------------------------------------------------------------
 
@@ -176,12 +178,23 @@ class Lab:
             f"--state-dir={os.path.join(os.path.dirname(node.subnet_file), 'state')}",
             "--healthz-ip=0.0.0.0", *extra,
         ]
+        extras = call(self._support(), "node_env", self, node, default={})
         with open(node.log, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                     start_new_session=True,
-                                    env={**os.environ, **self.env, **(env or {})})
+                                    env={**os.environ, **extras, **self.env, **(env or {})})
         node.pid = proc.pid
         self.save()
+
+    def _support(self):
+        """The backend's lab extras (``lab.support``), loaded once per lab."""
+        if self.support is None:
+            self.support = lab_support(self.state.backend or "vxlan")
+        return self.support
+
+    def node_dir(self, node: LabNode) -> str:
+        """The node's own directory on the host (subnet file, state dir, logs)."""
+        return os.path.dirname(node.subnet_file)
 
     def stop_agent(self, node: LabNode, sig: int = 15, timeout: float = 5.0) -> int | None:
         """Signal a node's agent and wait for it; returns its exit status (None if not running)."""
@@ -244,8 +257,13 @@ class Lab:
             raise OverlayError("--ipv6 must be dual or only")
         if not IPv4Network(network, strict=False).subnet_of(IPv4Network("10.0.0.0/8")):
             raise OverlayError("--network must lie inside 10.0.0.0/8 (the lab's address plan)")
+        support = self.support = lab_support(backend)
+        refusal = call(support, "check", self, nodes, remote_nodes, ipv6)
+        if refusal:
+            raise OverlayError(f"--backend {backend}: {refusal}")
         self.down()
         os.makedirs(self.dir, exist_ok=True)
+        self.state.backend = backend
         self.state.ipv6 = bool(ipv6)
         self.state.segments = 2 if remote_nodes else 1
         self.save()
@@ -259,7 +277,10 @@ class Lab:
             self._host(self.etcd_ns, "etcd", int(ETCD_IP) - int(UNDERLAY.network_address))
             self.etcd.start(os.path.join(self.dir, "etcd.log"))
             self.state.etcd_pid = self.etcd.process.pid if self.etcd.process else 0
-            config: dict = {"Network": network, "Backend": {"Type": backend, **(backend_options or {})}}
+            call(support, "prepare", self)
+            defaults = call(support, "backend_options", self, default={})
+            config: dict = {"Network": network,
+                            "Backend": {"Type": backend, **defaults, **(backend_options or {})}}
             if ipv6:
                 config.update({"EnableIPv6": True, "IPv6Network": POD_NETWORK_V6})
             if ipv6 == "only":
@@ -269,6 +290,7 @@ class Lab:
             self.write_config(config)
             for i in range(nodes):
                 node = self.add_node(segment=1 if i >= nodes - remote_nodes else 0)
+                call(support, "node_added", self, node)
                 if start_agents:
                     self.start_agent(node, *agent_args)
             if start_agents:
