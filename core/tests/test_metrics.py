@@ -45,3 +45,19 @@ def test_agent_imports_only_the_parts_of_pyroute2_and_prometheus_client_it_uses(
         "'prometheus_client.exposition', 'wsgiref'))))"
     )
     assert out.strip() == "[]"
+
+
+def test_peer_status_collector_exports_states_and_numeric_detail_at_scrape_time():
+    from overlay_core.backend import PeerStatus
+    from overlay_core.metrics import CollectorRegistry, PeerStatusCollector, exposition
+
+    statuses = {"10.5.2.0-24": PeerStatus("up", {"handshake_age_seconds": 12, "endpoint": "192.0.2.2:51820"}),
+                "10.5.3.0-24": PeerStatus("stale", {"handshake_age_seconds": 200.5})}
+    registry = CollectorRegistry()
+    registry.register(PeerStatusCollector(lambda: statuses))
+    text = exposition(registry).decode()
+    assert 'overlay_peers_by_state{state="stale"} 1.0' in text
+    assert 'overlay_peer_handshake_age_seconds{peer="10.5.3.0-24"} 200.5' in text
+    assert "endpoint" not in text  # strings are for /readyz, not metrics
+    statuses.pop("10.5.3.0-24")  # a peer that left is gone at the next scrape
+    assert "10.5.3.0-24" not in exposition(registry).decode()

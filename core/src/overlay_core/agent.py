@@ -31,7 +31,7 @@ from .health import HealthServer
 from .iface import IfaceOptions, read_interfaces, select_interface
 from .lease import UNSET_IP, Lease, LeaseAttrs
 from .lease_keeper import LeaseKeeper
-from .metrics import Metrics
+from .metrics import Metrics, PeerStatusCollector
 from .peers import PeerBatch, PeerSet, PeerWatcher
 from .plugins import Hooks, PluginManager, load_backend_class
 from .retry import Backoff, OutageLog
@@ -111,7 +111,11 @@ class Agent:
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
         self.metrics.config_valid.set(1)
+        self.metrics.registry.register(PeerStatusCollector(self._peer_statuses))
         self.store.on_state = self._store_state
+
+    def _peer_statuses(self) -> dict:
+        return self.hooks.peer_status(self.node) if self.node is not None else {}
 
     def _store_state(self, connected: bool) -> None:
         self.metrics.etcd_connected.set(1 if connected else 0)

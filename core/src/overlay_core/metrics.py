@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from ._lean import import_part
 
-_metrics, _registry, _utils = import_part("prometheus_client", "metrics", "registry", "utils")
+_metrics, _registry, _utils, _core = import_part("prometheus_client", "metrics", "registry", "utils", "metrics_core")
 Counter, Gauge, Histogram = _metrics.Counter, _metrics.Gauge, _metrics.Histogram
 CollectorRegistry = _registry.CollectorRegistry
+GaugeMetricFamily = _core.GaugeMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # the text format's names for the OpenMetrics types our metrics have
@@ -96,3 +97,37 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=r,
         )
+
+
+class PeerStatusCollector:
+    """Per-peer state at scrape time, from the ``overlay_peer_status`` hook (no gauge child is
+    kept per peer between scrapes): ``overlay_peers_by_state{state}``, and one gauge
+    ``overlay_peer_<field>{peer}`` for every numeric field of the peers' detail (a WireGuard
+    handshake age, an SA's bytes)."""
+
+    def __init__(self, statuses) -> None:
+        self.statuses = statuses  # () -> Mapping[str, PeerStatus]
+
+    def describe(self):
+        return []  # unknown until scraped: keeps registration from calling collect()
+
+    def collect(self):
+        statuses = self.statuses()
+        by_state = GaugeMetricFamily("overlay_peers_by_state", "Peers by the state their backend reports",
+                                     labels=["state"])
+        counts: dict[str, int] = {}
+        fields: dict[str, list[tuple[str, float]]] = {}
+        for key, status in statuses.items():
+            counts[status.state] = counts.get(status.state, 0) + 1
+            for name, value in status.detail.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    fields.setdefault(name, []).append((key, float(value)))
+        for state, count in sorted(counts.items()):
+            by_state.add_metric([state], count)
+        yield by_state
+        for name, samples in sorted(fields.items()):
+            family = GaugeMetricFamily(f"overlay_peer_{name}", f"Per-peer {name.replace('_', ' ')} "
+                                       "as the backend reports it", labels=["peer"])
+            for key, value in samples:
+                family.add_metric([key], value)
+            yield family
