@@ -3,6 +3,11 @@ in the lab, next to node-to-node on the underlay and next to the same backend co
 hand as Flannel would (same devices, MTU and routes, written with ip/bridge), all in one run.
 
     sudo .venv/bin/python bench/dataplane.py [--backends vxlan,host-gw,ipip] [--runs 3]
+
+Backends other than the three kernel-only ones bring their hand-configured baseline in
+``bench/hand_<type>.py`` (``-`` as ``_``): ``by_hand(lab)`` programs every node of a two-node lab
+as Flannel (or the tool by itself) would, ``lab_options(lab)`` gives the lab's ``Backend``
+options (optional), and ``cleanup(lab)`` stops what it started (optional).
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from overlay_core.lab.netns import ip, kernel_supports  # noqa: E402
 from overlay_core.lab.traffic import add_pods, iperf, pods_of  # noqa: E402
 
 MTU = {"vxlan": 1450, "host-gw": 1500, "ipip": 1480}
+
+
+def hand_module(backend: str):
+    """The baseline module of a backend outside this file (``hand_<type>.py``), or None."""
+    if backend in MTU:
+        return None
+    import importlib
+
+    return importlib.import_module(f"hand_{backend.replace('-', '_')}")
 
 
 def by_hand(lab: Lab, backend: str) -> None:
@@ -77,14 +91,21 @@ def main() -> None:
             results.append({"backend": backend, "skipped": "kernel has no ipip module"})
             continue
         lab = Lab(f"bdp{os.getpid() % 1000}", state_root=root)
+        hand = hand_module(backend)
+        options = hand.lab_options(lab) if hand is not None and hasattr(hand, "lab_options") else None
         try:
-            lab.up(nodes=2, backend=backend)
+            lab.up(nodes=2, backend=backend, backend_options=options)
             agent_pod, underlay = measure(lab, args.runs)
             lab.down()
-            lab.up(nodes=2, backend=backend, start_agents=False)
-            by_hand(lab, backend)
+            lab.up(nodes=2, backend=backend, start_agents=False, backend_options=options)
+            if hand is None:
+                by_hand(lab, backend)
+            else:
+                hand.by_hand(lab)
             hand_pod, underlay2 = measure(lab, args.runs)
         finally:
+            if hand is not None and hasattr(hand, "cleanup"):
+                hand.cleanup(lab)
             lab.down()
         a, h, u = median(agent_pod), median(hand_pod), median(underlay + underlay2)
         rows.append([backend, f"{a:.0f}", f"{h:.0f}", f"{u:.0f}", f"{a / h:.2f}", f"{a / u:.2f}"])
