@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent on this node", allow_abbrev=False)
     run.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
     _add_run_flags(run)
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, parser=run)
 
     backends = sub.add_parser("backends", help="list installed backends, their packages and versions")
     backends.add_argument("--json", action="store_true")
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub.required = True
     check = config_sub.add_parser("check", help="validate a network config file offline ('-' for stdin)")
     check.add_argument("file")
-    check.set_defaults(func=cmd_config_check)
+    check.set_defaults(func=cmd_config_check, parser=check)
 
     from .lab.cli import add_lab_parser
 
@@ -310,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0].startswith("-") and args[0] not in ("-h", "--help", "--version", "-version"):
         args.insert(0, "run")  # flanneld-style invocation: flags only
     parser = build_parser()
-    ns = parser.parse_args(args)
+    ns, extra = parser.parse_known_args(args)
+    if extra:  # reported by the command's own parser, so its --help is the one pointed to
+        getattr(ns, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return ns.func(ns)
     except KeyboardInterrupt:

@@ -124,4 +124,4 @@ def add_lab_parser(sub) -> None:
     lab_sub.add_parser("down", help="remove every namespace and process of the lab")
     for parser in (up, status, lab_sub.choices["down"]):
         parser.add_argument("--name", default="lab", help="lab name (several labs can coexist)")
-        parser.set_defaults(func=cmd_lab)
+        parser.set_defaults(func=cmd_lab, parser=parser)
