@@ -2,13 +2,14 @@
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
 from overlay_core.lab.lab import HEALTH_PORT, PREFIX
 from overlay_core.lab.netns import http_get, list_namespaces, nsexec
 
-from .helpers import wait_until
+from .helpers import ip, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -181,29 +182,107 @@ def test_flanneld_environment_variables_are_honoured(lab):
     assert subnet_file(node)["FLANNEL_IPMASQ"] == "true"
 
 
-def test_ip_masq_rules_are_flannels_and_restored_after_drift(lab):
-    lab.up(nodes=1, backend="alloc", agent_args=("--ip-masq", "--iptables-resync=1"))
+def test_ip_masq_rules_are_flannels_iptables_chains_and_restored_after_drift(lab):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
     node = lab.node(1)
+    nsexec(node.ns, "nft", "add", "table", "ip", "flannel-ipv4")  # left over from nftables mode
+    lab.start_agent(node, "--ip-masq", "--iptables-resync=1")
+    lab.wait_ready([node])
+    subnet = lease_of(lab, node).replace("-", "/")
+    masq = '-m comment --comment "flanneld masq"'
+
+    def nat():
+        listing = nsexec(node.ns, "iptables", "-t", "nat", "-S").stdout
+        return [line for line in listing.splitlines() if "FLANNEL" in line]
+
+    text = nat()
+    assert text == [  # what Flannel's e2e suite greps for, in its order
+        "-N FLANNEL-POSTRTG",
+        f"-A POSTROUTING {masq} -j FLANNEL-POSTRTG",
+        f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {subnet} -d 10.5.0.0/16 {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s 10.5.0.0/16 -d {subnet} {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d {subnet} {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully",
+        f"-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 {masq} -j MASQUERADE --random-fully",
+    ]
+    forward = nsexec(node.ns, "iptables", "-t", "filter", "-S").stdout
+    assert '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD' in forward
+    assert forward.count("-A FLANNEL-FWD") == 2
+    assert nsexec(node.ns, "nft", "list", "table", "ip", "flannel-ipv4", check=False).returncode != 0  # cleaned
+    nsexec(node.ns, "iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG")
+    wait_until(lambda: nat() == text, what="rules restored")
+    status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
+    assert status == 200 and b"overlay_firewall_repairs_total 1.0" in body
+    assert lab.stop_agent(node) == 0
+    assert nat() == text  # never flushed on shutdown
+
+
+def test_enable_nftables_gives_flannels_nft_tables_and_removes_iptables_leftovers(lab):
+    lab.up(nodes=1, backend="alloc", extra_config={"EnableNFTables": True}, start_agents=False)
+    node = lab.node(1)
+    nsexec(node.ns, "iptables", "-t", "nat", "-N", "FLANNEL-POSTRTG")  # left over from iptables mode
+    nsexec(node.ns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq",
+           "-j", "FLANNEL-POSTRTG")
+    lab.start_agent(node, "--ip-masq", "--iptables-resync=1")
+    lab.wait_ready([node])
     subnet = lease_of(lab, node).replace("-", "/")
 
     def rules():
         return nsexec(node.ns, "nft", "list", "table", "ip", "flannel-ipv4", check=False).stdout
 
     text = rules()
-    for line in ("meta mark & 0x00004000 == 0x00004000 return",
+    for line in ("chain postrtg", "type nat hook postrouting priority srcnat; policy accept;",
+                 "meta mark & 0x00004000 == 0x00004000 return",
                  f"ip saddr {subnet} ip daddr 10.5.0.0/16 return",
                  f"ip saddr 10.5.0.0/16 ip daddr {subnet} return",
                  f"ip saddr != 10.5.0.0/16 ip daddr {subnet} return",
                  "ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
                  "ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random",
-                 "ip saddr 10.5.0.0/16 accept", "ip daddr 10.5.0.0/16 accept"):
+                 "chain forward", "ip saddr 10.5.0.0/16 accept", "ip daddr 10.5.0.0/16 accept"):
         assert line in text
+    assert "FLANNEL" not in nsexec(node.ns, "iptables", "-t", "nat", "-S").stdout
     nsexec(node.ns, "nft", "delete", "table", "ip", "flannel-ipv4")
     wait_until(lambda: rules() == text, what="rules restored")
-    status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
-    assert status == 200 and b"overlay_firewall_repairs_total 1.0" in body
-    assert lab.stop_agent(node) == 0
-    assert rules() == text  # never flushed on shutdown
+
+
+def test_missing_firewall_tool_fails_before_any_lease_is_written(lab, tmp_path):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    node = lab.node(1)
+    bin_dir = tmp_path / "bin"  # a PATH with ip but without iptables
+    bin_dir.mkdir()
+    (bin_dir / "ip").symlink_to(shutil.which("ip"))
+    lab.start_agent(node, env={"PATH": str(bin_dir)})
+    assert lab.wait_exit(node, timeout=20) == 1
+    log = open(node.log).read()
+    errors = [line for line in log.splitlines() if line.startswith("overlay-core: error:")]
+    assert len(errors) == 1 and "iptables is missing" in errors[0], log
+    assert "Traceback" not in log and "Exception ignored" not in log
+    assert leases(lab) == {}  # nothing left in the store for 24 h
+
+
+FLANNELD_UNIT_FLAGS = (  # flags a flanneld systemd unit may carry; the kube ones have no effect with etcd
+    "--ip-blackhole-route", "--iptables-resync=1", "--kube-api-url=", "--kube-annotation-prefix=example.com",
+    "--kubeconfig-file=/nonexistent", "--net-config-path=/nonexistent/net-conf.json",
+    "--set-node-network-unavailable=false", "-vmodule=main=2", "-log_backtrace_at=main.go:1", "-v=0",
+)
+
+
+def test_flanneld_unit_flags_start_and_the_blackhole_routes_are_kept(lab):
+    lab.up(nodes=1, backend="alloc", ipv6="dual", agent_args=FLANNELD_UNIT_FLAGS)
+    node = lab.node(1)
+    facts = lab.readyz(node)[1]
+
+    def blackholes():
+        return (ip("route", "show", "type", "blackhole", ns=node.ns)
+                + ip("-6", "route", "show", "type", "blackhole", ns=node.ns)).split()
+
+    for subnet in (facts["subnet"], facts["ipv6_subnet"]):
+        wait_until(lambda: subnet in blackholes(), what=f"blackhole route for {subnet}")  # noqa: B023
+    assert "79" not in blackholes()  # not proto 79: never mistaken for a peer route
+    ip("route", "del", "blackhole", facts["subnet"], ns=node.ns)
+    wait_until(lambda: facts["subnet"] in blackholes(), what="blackhole route restored")
+    assert f"added blackhole route {facts['ipv6_subnet']}" in open(node.log).read()
 
 
 def test_health_endpoints(lab):
