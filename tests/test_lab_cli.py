@@ -49,11 +49,14 @@ def test_lab_up_status_down():
     (("--backend", "host-gw", "--remote-nodes", "1"), "--backend host-gw needs every node on one L2 segment"),
 ])
 def test_lab_up_refuses_what_cannot_work_before_building_anything(args, message):
-    name = f"t{os.getpid() % 10000}x9{len(args)}"
-    bad = lab_cli("up", "--name", name, *args)
-    assert bad.returncode == 1 and bad.stderr.startswith(f"overlay-core: error: {message}")
-    assert bad.stderr.count("\n") == 1 and bad.stdout == ""
-    assert list_namespaces(f"ovl-{name}-") == []
+    name = f"t{os.getpid() % 10000}x9{abs(hash(args)) % 1000}"
+    try:
+        bad = lab_cli("up", "--name", name, *args)
+        assert bad.returncode == 1 and bad.stderr.startswith(f"overlay-core: error: {message}")
+        assert bad.stderr.count("\n") == 1 and bad.stdout == ""
+        assert list_namespaces(f"ovl-{name}-") == []
+    finally:  # should the refusal fail, the lab it built goes too
+        lab_cli("down", "--name", name)
 
 
 def test_lab_status_without_a_lab_fails_and_up_help_shows_defaults():
