@@ -155,13 +155,18 @@ class NftFirewall:
             tool = _iptables_bin(version, "iptables")
             if shutil.which(tool):
                 for table in JUMPS:
-                    for args in _teardown(version, table):
+                    unjump, *remove_chain = _teardown(version, table)
+                    for _ in range(MAX_DUPLICATE_JUMPS):  # a chain still jumped to cannot be deleted
+                        if _run(unjump).returncode != 0:
+                            break
+                    for args in remove_chain:
                         _run(args)
 
 
-# -- iptables ---------------------------------------------------------------
+# -- iptables --------------------------------------------------------------------------------
 
 
+MAX_DUPLICATE_JUMPS = 16
 JUMPS = {
     "nat": ("POSTROUTING", "FLANNEL-POSTRTG", "flanneld masq"),
     "filter": ("FORWARD", "FLANNEL-FWD", "flanneld forward"),
