@@ -222,9 +222,11 @@ def test_ip_masq_rules_are_flannels_iptables_chains_and_restored_after_drift(lab
 def test_enable_nftables_gives_flannels_nft_tables_and_removes_iptables_leftovers(lab):
     lab.up(nodes=1, backend="alloc", extra_config={"EnableNFTables": True}, start_agents=False)
     node = lab.node(1)
-    nsexec(node.ns, "iptables", "-t", "nat", "-N", "FLANNEL-POSTRTG")  # left over from iptables mode
-    nsexec(node.ns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq",
-           "-j", "FLANNEL-POSTRTG")
+    for table, parent, chain, comment in (("nat", "POSTROUTING", "FLANNEL-POSTRTG", "flanneld masq"),
+                                          ("filter", "FORWARD", "FLANNEL-FWD", "flanneld forward")):
+        nsexec(node.ns, "iptables", "-t", table, "-N", chain)  # left over from iptables mode ...
+        for _ in range(2):  # ... with a duplicated jump
+            nsexec(node.ns, "iptables", "-t", table, "-A", parent, "-m", "comment", "--comment", comment, "-j", chain)
     lab.start_agent(node, "--ip-masq", "--iptables-resync=1")
     lab.wait_ready([node])
     subnet = lease_of(lab, node).replace("-", "/")
@@ -242,7 +244,8 @@ def test_enable_nftables_gives_flannels_nft_tables_and_removes_iptables_leftover
                  "ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random",
                  "chain forward", "ip saddr 10.5.0.0/16 accept", "ip daddr 10.5.0.0/16 accept"):
         assert line in text
-    assert "FLANNEL" not in nsexec(node.ns, "iptables", "-t", "nat", "-S").stdout
+    for table in ("nat", "filter"):  # Flannel itself leaves FLANNEL-FWD behind
+        assert "FLANNEL" not in nsexec(node.ns, "iptables", "-t", table, "-S").stdout
     nsexec(node.ns, "nft", "delete", "table", "ip", "flannel-ipv4")
     wait_until(lambda: rules() == text, what="rules restored")
 
