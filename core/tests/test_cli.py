@@ -118,6 +118,15 @@ def test_range_errors_come_before_any_log_line():
                           "use 1 to 1439 minutes\n")
 
 
+def test_unwritable_subnet_file_is_refused_before_the_agent_starts(tmp_path):
+    (tmp_path / "file").write_text("")
+    bad = run("run", f"--subnet-file={tmp_path}/file/flannel/subnet.env")
+    assert bad.returncode == 1
+    assert bad.stderr == f"overlay-core: error: --subnet-file {tmp_path}/file/flannel/subnet.env: {tmp_path}/file " \
+                         "is not a directory\n"
+    cli.check_subnet_file_writable(str(tmp_path / "new" / "dir" / "subnet.env"))  # created when written
+
+
 def test_kube_subnet_manager_is_refused_clearly():
     bad = run("run", "--kube-subnet-mgr")
     assert bad.returncode == 1 and bad.stderr.startswith(

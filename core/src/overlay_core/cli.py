@@ -156,6 +156,19 @@ def build_options(values: dict):
     )
 
 
+def check_subnet_file_writable(path: str) -> None:
+    """The subnet file is written after the lease is taken; find out now whether it can be, so a
+    start that would fail leaves nothing in the store. Its directory may still be missing (it is
+    created), but the nearest existing ancestor must be a writable directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):
+        raise OverlayError(f"--subnet-file {path}: {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OverlayError(f"--subnet-file {path}: no permission to write in {directory}")
+
+
 def setup_logging(verbosity: int) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbosity >= 2 else logging.INFO,
@@ -193,6 +206,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                            "drop the flag and give --etcd-endpoints")
     options = build_options(values)
     options.validate()  # range errors come before anything is logged
+    check_subnet_file_writable(options.subnet_file)
     setup_logging(values["v"])
     safe = {k: ("***" if k == "etcd_password" and v else v) for k, v in values.items()}
     LOGGER.info("overlay-core %s starting: %s", __version__, safe)
