@@ -265,6 +265,44 @@ def test_missing_firewall_tool_fails_before_any_lease_is_written(lab, tmp_path):
     assert leases(lab) == {}  # nothing left in the store for 24 h
 
 
+NO_LIBNFTABLES = """
+import ctypes
+
+_load = ctypes.CDLL.__init__
+
+
+def _refuse_libnftables(self, name, *args, **kwargs):
+    if name and "nftables" in str(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+    _load(self, name, *args, **kwargs)
+
+
+ctypes.CDLL.__init__ = _refuse_libnftables
+"""
+
+
+def test_node_without_libnftables_runs_on_iptables_without_a_traceback(lab, tmp_path):
+    site = tmp_path / "site"  # a sitecustomize that makes libnftables unloadable in the agent
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_LIBNFTABLES)
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    node = lab.node(1)
+    lab.start_agent(node, "--ip-masq", env={"PYTHONPATH": str(site)})
+    lab.wait_ready([node])
+    assert "FLANNEL-POSTRTG" in nsexec(node.ns, "iptables", "-t", "nat", "-S").stdout
+    assert lab.stop_agent(node) == 0
+    log = open(node.log).read()
+    assert "Traceback" not in log and "Exception ignored" not in log, log
+    lab.etcdctl("put", f"{PREFIX}/config", '{"Network":"10.5.0.0/16","EnableNFTables":true,"Backend":{"Type":"alloc"}}')
+    lab.etcdctl("del", "--prefix", f"{PREFIX}/subnets/")
+    lab.start_agent(node, "--ip-masq", env={"PYTHONPATH": str(site)})
+    assert lab.wait_exit(node, timeout=20) == 1
+    log = open(node.log).read()
+    assert "overlay-core: error: EnableNFTables is true but libnftables cannot be loaded" in log
+    assert "Traceback" not in log and "Exception ignored" not in log, log
+    assert leases(lab) == {}
+
+
 FLANNELD_UNIT_FLAGS = (  # flags a flanneld systemd unit may carry; the kube ones have no effect with etcd
     "--ip-blackhole-route", "--iptables-resync=1", "--kube-api-url=", "--kube-annotation-prefix=example.com",
     "--kubeconfig-file=/nonexistent", "--net-config-path=/nonexistent/net-conf.json",
