@@ -277,8 +277,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="overlay-core", allow_abbrev=False,
-                                     description="Flannel-compatible overlay network agent")
+    parser = _Parser(prog="overlay-core", allow_abbrev=False, description="Flannel-compatible overlay network agent")
     parser.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
