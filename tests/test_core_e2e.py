@@ -213,8 +213,13 @@ def test_ip_masq_rules_are_flannels_iptables_chains_and_restored_after_drift(lab
     assert nsexec(node.ns, "nft", "list", "table", "ip", "flannel-ipv4", check=False).returncode != 0  # cleaned
     nsexec(node.ns, "iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG")
     wait_until(lambda: nat() == text, what="rules restored")
-    status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
-    assert status == 200 and b"overlay_firewall_repairs_total 1.0" in body
+
+    def repairs() -> bytes:  # counted once the repair returns, a moment after the rules are back
+        body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")[1]
+        return next(line for line in body.splitlines() if line.startswith(b"overlay_firewall_repairs_total "))
+
+    wait_until(lambda: repairs() != b"overlay_firewall_repairs_total 0.0", what="the repair counted")
+    assert repairs() == b"overlay_firewall_repairs_total 1.0"
     assert lab.stop_agent(node) == 0
     assert nat() == text  # never flushed on shutdown
 
