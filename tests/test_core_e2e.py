@@ -2,13 +2,15 @@
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
+from overlay_core.lease_keeper import EXHAUSTED_RETRY
 from overlay_core.lab.lab import HEALTH_PORT, PREFIX
 from overlay_core.lab.netns import http_get, list_namespaces, nsexec
 
-from .helpers import wait_until
+from .helpers import ip, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -146,7 +148,7 @@ def test_etcd_unreachable_at_start_is_retried_until_it_comes(lab):
 
 @pytest.mark.parametrize("args, config, message", [
     ((), '{"Network":"10.5.0.0/16","Backend":{"Type":"nope"}}',
-     "backend type 'nope' is not installed (installed: alloc"),
+     "backend type 'nope' is unknown; known types: alloc, "),
     (("--etcd-cafile=/nonexistent/ca.pem",), None, "--etcd-cafile /nonexistent/ca.pem: file does not exist"),
     (("--iface=wlan9",), None, "no interface matches 'wlan9'"),
     (("--subnet-lease-renew-margin=0",), None, "out of range: use 1 to 1439 minutes"),
@@ -182,29 +184,153 @@ def test_flanneld_environment_variables_are_honoured(lab):
     assert subnet_file(node)["FLANNEL_IPMASQ"] == "true"
 
 
-def test_ip_masq_rules_are_flannels_and_restored_after_drift(lab):
-    lab.up(nodes=1, backend="alloc", agent_args=("--ip-masq", "--iptables-resync=1"))
+def test_ip_masq_rules_are_flannels_iptables_chains_and_restored_after_drift(lab):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
     node = lab.node(1)
+    nsexec(node.ns, "nft", "add", "table", "ip", "flannel-ipv4")  # left over from nftables mode
+    lab.start_agent(node, "--ip-masq", "--iptables-resync=1")
+    lab.wait_ready([node])
+    subnet = lease_of(lab, node).replace("-", "/")
+    masq = '-m comment --comment "flanneld masq"'
+
+    def nat():
+        listing = nsexec(node.ns, "iptables", "-t", "nat", "-S").stdout
+        return [line for line in listing.splitlines() if "FLANNEL" in line]
+
+    text = nat()
+    assert text == [  # what Flannel's e2e suite greps for, in its order
+        "-N FLANNEL-POSTRTG",
+        f"-A POSTROUTING {masq} -j FLANNEL-POSTRTG",
+        f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s {subnet} -d 10.5.0.0/16 {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s 10.5.0.0/16 -d {subnet} {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d {subnet} {masq} -j RETURN",
+        f"-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully",
+        f"-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 {masq} -j MASQUERADE --random-fully",
+    ]
+    forward = nsexec(node.ns, "iptables", "-t", "filter", "-S").stdout
+    assert '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD' in forward
+    assert forward.count("-A FLANNEL-FWD") == 2
+    assert nsexec(node.ns, "nft", "list", "table", "ip", "flannel-ipv4", check=False).returncode != 0  # cleaned
+    nsexec(node.ns, "iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG")
+    wait_until(lambda: nat() == text, what="rules restored")
+
+    def repairs() -> bytes:  # counted once the repair returns, a moment after the rules are back
+        body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")[1]
+        return next(line for line in body.splitlines() if line.startswith(b"overlay_firewall_repairs_total "))
+
+    wait_until(lambda: repairs() != b"overlay_firewall_repairs_total 0.0", what="the repair counted")
+    assert repairs() == b"overlay_firewall_repairs_total 1.0"
+    assert lab.stop_agent(node) == 0
+    assert nat() == text  # never flushed on shutdown
+
+
+def test_enable_nftables_gives_flannels_nft_tables_and_removes_iptables_leftovers(lab):
+    lab.up(nodes=1, backend="alloc", extra_config={"EnableNFTables": True}, start_agents=False)
+    node = lab.node(1)
+    for table, parent, chain, comment in (("nat", "POSTROUTING", "FLANNEL-POSTRTG", "flanneld masq"),
+                                          ("filter", "FORWARD", "FLANNEL-FWD", "flanneld forward")):
+        nsexec(node.ns, "iptables", "-t", table, "-N", chain)  # left over from iptables mode ...
+        for _ in range(2):  # ... with a duplicated jump
+            nsexec(node.ns, "iptables", "-t", table, "-A", parent, "-m", "comment", "--comment", comment, "-j", chain)
+    lab.start_agent(node, "--ip-masq", "--iptables-resync=1")
+    lab.wait_ready([node])
     subnet = lease_of(lab, node).replace("-", "/")
 
     def rules():
         return nsexec(node.ns, "nft", "list", "table", "ip", "flannel-ipv4", check=False).stdout
 
     text = rules()
-    for line in ("meta mark & 0x00004000 == 0x00004000 return",
+    for line in ("chain postrtg", "type nat hook postrouting priority srcnat; policy accept;",
+                 "meta mark & 0x00004000 == 0x00004000 return",
                  f"ip saddr {subnet} ip daddr 10.5.0.0/16 return",
                  f"ip saddr 10.5.0.0/16 ip daddr {subnet} return",
                  f"ip saddr != 10.5.0.0/16 ip daddr {subnet} return",
                  "ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
                  "ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random",
-                 "ip saddr 10.5.0.0/16 accept", "ip daddr 10.5.0.0/16 accept"):
+                 "chain forward", "ip saddr 10.5.0.0/16 accept", "ip daddr 10.5.0.0/16 accept"):
         assert line in text
+    for table in ("nat", "filter"):  # Flannel itself leaves FLANNEL-FWD behind
+        assert "FLANNEL" not in nsexec(node.ns, "iptables", "-t", table, "-S").stdout
     nsexec(node.ns, "nft", "delete", "table", "ip", "flannel-ipv4")
     wait_until(lambda: rules() == text, what="rules restored")
-    status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
-    assert status == 200 and b"overlay_firewall_repairs_total 1.0" in body
+
+
+def test_missing_firewall_tool_fails_before_any_lease_is_written(lab, tmp_path):
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    node = lab.node(1)
+    bin_dir = tmp_path / "bin"  # a PATH with ip but without iptables
+    bin_dir.mkdir()
+    (bin_dir / "ip").symlink_to(shutil.which("ip"))
+    lab.start_agent(node, env={"PATH": str(bin_dir)})
+    assert lab.wait_exit(node, timeout=20) == 1
+    log = open(node.log).read()
+    errors = [line for line in log.splitlines() if line.startswith("overlay-core: error:")]
+    assert len(errors) == 1 and "iptables is missing" in errors[0], log
+    assert "Traceback" not in log and "Exception ignored" not in log
+    assert leases(lab) == {}  # nothing left in the store for 24 h
+
+
+NO_LIBNFTABLES = """
+import ctypes
+
+_load = ctypes.CDLL.__init__
+
+
+def _refuse_libnftables(self, name, *args, **kwargs):
+    if name and "nftables" in str(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+    _load(self, name, *args, **kwargs)
+
+
+ctypes.CDLL.__init__ = _refuse_libnftables
+"""
+
+
+def test_node_without_libnftables_runs_on_iptables_without_a_traceback(lab, tmp_path):
+    site = tmp_path / "site"  # a sitecustomize that makes libnftables unloadable in the agent
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_LIBNFTABLES)
+    lab.up(nodes=1, backend="alloc", start_agents=False)
+    node = lab.node(1)
+    lab.start_agent(node, "--ip-masq", env={"PYTHONPATH": str(site)})
+    lab.wait_ready([node])
+    assert "FLANNEL-POSTRTG" in nsexec(node.ns, "iptables", "-t", "nat", "-S").stdout
     assert lab.stop_agent(node) == 0
-    assert rules() == text  # never flushed on shutdown
+    log = open(node.log).read()
+    assert "Traceback" not in log and "Exception ignored" not in log, log
+    lab.etcdctl("put", f"{PREFIX}/config", '{"Network":"10.5.0.0/16","EnableNFTables":true,"Backend":{"Type":"alloc"}}')
+    lab.etcdctl("del", "--prefix", f"{PREFIX}/subnets/")
+    lab.start_agent(node, "--ip-masq", env={"PYTHONPATH": str(site)})
+    assert lab.wait_exit(node, timeout=20) == 1
+    log = open(node.log).read()
+    assert "overlay-core: error: EnableNFTables is true but libnftables cannot be loaded" in log
+    assert "Traceback" not in log and "Exception ignored" not in log, log
+    assert leases(lab) == {}
+
+
+FLANNELD_UNIT_FLAGS = (  # flags a flanneld systemd unit may carry; the kube ones have no effect with etcd
+    "--ip-blackhole-route", "--iptables-resync=1", "--kube-api-url=", "--kube-annotation-prefix=example.com",
+    "--kubeconfig-file=/nonexistent", "--net-config-path=/nonexistent/net-conf.json",
+    "--set-node-network-unavailable=false", "-vmodule=main=2", "-log_backtrace_at=main.go:1", "-v=0",
+)
+
+
+def test_flanneld_unit_flags_start_and_the_blackhole_routes_are_kept(lab):
+    lab.up(nodes=1, backend="alloc", ipv6="dual", agent_args=FLANNELD_UNIT_FLAGS)
+    node = lab.node(1)
+    facts = lab.readyz(node)[1]
+
+    def blackholes():
+        return (ip("route", "show", "type", "blackhole", ns=node.ns)
+                + ip("-6", "route", "show", "type", "blackhole", ns=node.ns)).split()
+
+    for subnet in (facts["subnet"], facts["ipv6_subnet"]):
+        wait_until(lambda: subnet in blackholes(), what=f"blackhole route for {subnet}")  # noqa: B023
+    assert "79" not in blackholes()  # not proto 79: never mistaken for a peer route
+    ip("route", "del", "blackhole", facts["subnet"], ns=node.ns)
+    wait_until(lambda: facts["subnet"] in blackholes(), what="blackhole route restored")
+    assert f"added blackhole route {facts['ipv6_subnet']}" in open(node.log).read()
 
 
 def test_health_endpoints(lab):
@@ -230,7 +356,9 @@ def test_agents_racing_for_the_last_subnets_all_get_distinct_ones(lab):
     status, facts = lab.readyz(waiting)
     assert status == 503 and facts["phase"] == "acquiring-lease"
     assert facts["waiting"].startswith("no free subnet: 6 of 6 /24 subnets of 10.5.0.0/16")
-    assert waiting.pid and lab.wait_exit(waiting, 0) is None  # waiting, not crash-looping
+    # still running through more than one retry round (an agent that gave up would have exited)
+    assert waiting.pid and lab.wait_exit(waiting, timeout=EXHAUSTED_RETRY * 1.5) is None
+    assert lab.readyz(waiting)[1]["phase"] == "acquiring-lease"
     freed = lab.readyz(ready[0])[1]["subnet"]
     lab.stop_agent(ready[0])
     lab.etcdctl("del", f"{PREFIX}/subnets/{freed.replace('/', '-')}")  # that node left for good

@@ -130,7 +130,16 @@ def test_bad_vxlan_options_are_one_line_errors(lab):
     log = open(n1.log).read()
     assert "overlay-core: error: vxlan: VNI must be a whole number from 1 to 16777215, got 0" in log
     assert "Traceback" not in log
-    lab.etcdctl("put", f"{PREFIX}/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","MTU":1500}}')
+    lab.etcdctl("put", f"{PREFIX}/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","MTU":9000}}')
     lab.start_agent(n1)
     assert lab.wait_exit(n1, 20) == 1
-    assert "vxlan: MTU 1500 does not fit eth0's MTU 1500 minus 50 bytes" in open(n1.log).read()
+    assert "vxlan: MTU 9000 is more than eth0's MTU 1500; MTU is the underlay's" in open(n1.log).read()
+    assert lab.etcdctl("get", "--prefix", f"{PREFIX}/subnets/", "--keys-only").strip() == ""  # no lease left
+
+
+def test_mtu_is_the_underlay_mtu_as_in_flannel(lab):
+    lab.up(nodes=1, backend_options={"MTU": 1400})
+    n1 = lab.node(1)
+    assert "mtu 1350" in ip("link", "show", "flannel.1", ns=n1.ns)
+    with open(n1.subnet_file) as fh:
+        assert "FLANNEL_MTU=1350" in fh.read()

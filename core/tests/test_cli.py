@@ -30,6 +30,22 @@ def test_go_style_flags_and_env_precedence():
     assert values["iface"] == ["eth0", "192.0.2.1"] and values["v"] == 3
 
 
+def test_every_flanneld_flag_is_accepted_with_flannels_default():
+    values = resolve([])
+    assert values["ip_blackhole_route"] is False and values["kube_subnet_mgr"] is False
+    assert values["kube_annotation_prefix"] == "flannel.alpha.coreos.com"
+    assert values["net_config_path"] == "/etc/kube-flannel/net-conf.json"
+    assert values["set_node_network_unavailable"] is True
+    values = resolve(["--ip-blackhole-route", "--kube-api-url=https://192.0.2.9:6443", "-kubeconfig-file", "/k",
+                      "--set-node-network-unavailable=false", "-vmodule=main=3", "-log_backtrace_at=main.go:10"],
+                     {"FLANNELD_KUBE_ANNOTATION_PREFIX": "example.com", "FLANNELD_NET_CONFIG_PATH": "/n.json"})
+    assert values["ip_blackhole_route"] is True and values["kube_api_url"] == "https://192.0.2.9:6443"
+    assert values["kubeconfig_file"] == "/k" and values["set_node_network_unavailable"] is False
+    assert values["vmodule"] == "main=3" and values["log_backtrace_at"] == "main.go:10"
+    assert values["kube_annotation_prefix"] == "example.com" and values["net_config_path"] == "/n.json"
+    assert cli.build_options(values).blackhole_route is True
+
+
 def test_bad_env_value_is_a_one_line_error():
     with pytest.raises(OverlayError, match="FLANNELD_HEALTHZ_PORT='x' is not a valid healthz-port"):
         resolve([], {"FLANNELD_HEALTHZ_PORT": "x"})
@@ -56,6 +72,78 @@ def test_config_check_reports_and_fails_in_one_line(tmp_path):
     assert bad.returncode == 1 and bad.stderr.startswith("overlay-core: error: cannot read")
     bad = run("config", "check", "-", stdin='{"Network":"10.5.0.0/16","SubnetLen":31}')
     assert bad.stderr == "overlay-core: error: SubnetLen must be less than /31\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"Network":"10.5.0.0/16","Backend":{"Type":"vxlna"}}', "backend type 'vxlna' is unknown (did you mean 'vxlan'?)"),
+    ('{"Network":"10.5.0.0/16","Backend":{"Type":7}}', "Backend.Type must be a string"),
+    ('{"Network":"10.5.0.0/16","SubnetLenght":24,"Backend":{"Type":"alloc"}}',
+     "unknown key 'SubnetLenght' in the network config (did you mean 'SubnetLen'?)"),
+    ('{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VIN":2}}',
+     "vxlan: unknown Backend key 'VIN' (did you mean 'VNI'?)"),
+    ('{"Network":"10.5.0.0/16","Backend":{"Type":"alloc","Port":1}}', "alloc: unknown Backend key 'Port'"),
+    ('{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","MTU":100}}', "vxlan: MTU must be a whole number from 118"),
+])
+def test_config_check_fails_on_what_the_agent_would_refuse_or_ignore(text, message):
+    bad = run("config", "check", "-", stdin=text)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr == f"overlay-core: error: {message}" + bad.stderr.split(message, 1)[1]
+    assert bad.stderr.count("\n") == 1
+
+
+def test_config_check_passes_flannel_configs_and_says_what_it_could_not_check():
+    ok = run("config", "check", "-", stdin='{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","MTU":1500}}')
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: ")
+    udp = run("config", "check", "-", stdin='{"Network":"10.5.0.0/16","Backend":{"Type":"udp","Port":8285}}')
+    assert udp.returncode == 0 and "(overlay-udp is not installed here: its options were not checked)" in udp.stdout
+    bare = run("config", "check", "-", stdin='{"Network":"10.5.0.0/16"}')
+    assert bare.returncode == 0 and "backend vxlan" in bare.stdout
+    assert "Flannel nodes sharing this store would run udp" in bare.stderr and bare.stderr.count("\n") == 1
+
+
+def test_argument_errors_are_one_line_and_a_pointer_to_help():
+    bad = run("run", "--no-such-flag")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["overlay-core run: error: unrecognized arguments: --no-such-flag",
+                                       "see: overlay-core run --help"]
+    bad = run("lab", "up", "--nodes", "x")
+    assert bad.stderr.splitlines() == ["overlay-core lab up: error: argument --nodes: invalid int value: 'x'",
+                                       "see: overlay-core lab up --help"]
+
+
+def test_range_errors_come_before_any_log_line():
+    bad = run("run", "--subnet-lease-renew-margin=5000", "--healthz-port=1")
+    assert bad.returncode == 1
+    assert bad.stderr == ("overlay-core: error: --subnet-lease-renew-margin 5000 is out of range: "
+                          "use 1 to 1439 minutes\n")
+
+
+def test_unwritable_subnet_file_is_refused_before_the_agent_starts(tmp_path):
+    (tmp_path / "file").write_text("")
+    bad = run("run", f"--subnet-file={tmp_path}/file/flannel/subnet.env")
+    assert bad.returncode == 1
+    assert bad.stderr == f"overlay-core: error: --subnet-file {tmp_path}/file/flannel/subnet.env: {tmp_path}/file " \
+                         "is not a directory\n"
+    cli.check_subnet_file_writable(str(tmp_path / "new" / "dir" / "subnet.env"))  # created when written
+
+
+def test_kube_subnet_manager_is_refused_clearly():
+    bad = run("run", "--kube-subnet-mgr")
+    assert bad.returncode == 1 and bad.stderr.startswith(
+        "overlay-core: error: --kube-subnet-mgr is not supported: overlay keeps leases in etcd only")
+
+
+def test_no_arguments_and_flanneld_environment_runs_the_agent():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLANNELD_")}
+    bare = subprocess.run([sys.executable, "-m", "overlay_core"], capture_output=True, text=True, timeout=60, env=env)
+    assert bare.returncode == 2 and "the following arguments are required" in bare.stderr
+    env["FLANNELD_SUBNET_LEASE_RENEW_MARGIN"] = "5000"  # makes the agent stop at its first check
+    flanneld = subprocess.run([sys.executable, "-m", "overlay_core"], capture_output=True, text=True, timeout=60,
+                              env=env)
+    assert flanneld.returncode == 1
+    assert flanneld.stderr.startswith("overlay-core: error: --subnet-lease-renew-margin 5000 is out of range")
 
 
 def test_version_and_flanneld_style_invocation():

@@ -57,6 +57,8 @@ def test_host_bits_are_masked():
         ('{"Network":"10.0.0.0/16","SubnetMin":"10.0.9.0","SubnetMax":"10.0.5.0"}', "must not be above"),
         ('{"Network":"10.0.0.0/16","Backend":"vxlan"}', "Backend must be a JSON object"),
         ('{"Network":"10.0.0.0/16","Backend":{"Port":1}}', "Backend.Type is missing"),
+        ('{"Network":"10.0.0.0/16","Backend":{"Type":5}}', "Backend.Type must be a string"),
+        ('{"Network":"10.0.0.0/16","Backend":{"Type":["vxlan"]}}', "Backend.Type must be a string"),
         ('{"Network":"10.0.0.0/16","EnableIPv6":"yes"}', "EnableIPv6 must be true or false"),
         ('{"Network":"10.0.0.0/16","EnableIPv6":true}', "IPv6Network"),
         ('{"EnableIPv4":false}', "enable at least one"),
@@ -76,3 +78,17 @@ def test_same_network_ignores_backend_options():
     assert a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan","VNI":2}}'))
     assert not a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}'))
     assert not a.same_network(parse_config('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}'))
+
+
+def test_misspelt_top_level_key_is_named_with_the_nearest_known_one():
+    from overlay_core.config import check_top_level_keys
+
+    check_top_level_keys(parse_config('{"network":"10.0.0.0/16","enableNFTables":false,"Backend":{"Type":"vxlan"}}'))
+    with pytest.raises(ConfigError, match="unknown key 'SubnetLength' in the network config \\(did you mean"):
+        check_top_level_keys(parse_config('{"Network":"10.0.0.0/16","SubnetLength":24}'))
+
+
+def test_no_backend_selects_vxlan_and_is_marked_for_the_warning():
+    config = parse_config('{"Network":"10.0.0.0/16"}')
+    assert config.backend_type == "vxlan" and config.backend_defaulted
+    assert not parse_config('{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan"}}').backend_defaulted

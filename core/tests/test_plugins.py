@@ -1,9 +1,12 @@
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
-from overlay_core import Backend, hookimpl
-from overlay_core.errors import BackendNotFoundError
-from overlay_core.plugins import PluginManager, installed_backends, load_backend_class
+from overlay_core import Backend, hookimpl, parse_config
+from overlay_core.backend import check_option_names
+from overlay_core.errors import BackendNotFoundError, ConfigError
+from overlay_core.plugins import PluginManager, load_backend_class, missing_backend_advice
 
 
 class Sync:
@@ -54,18 +57,59 @@ async def test_call_each_reports_failures_and_runs_the_rest():
     assert errors == [("sync", "boom")] and ("peers", [1]) in log
 
 
-def test_unknown_backend_names_installed_ones_and_the_package():
+def test_unknown_backend_type_is_called_unknown_and_no_package_is_invented():
     with pytest.raises(BackendNotFoundError) as info:
         load_backend_class("Host-GWX")
     text = str(info.value)
-    assert "backend type 'Host-GWX' is not installed (installed: alloc" in text
-    assert text.endswith("install it with: pip install overlay-host-gwx")
+    assert text.startswith("backend type 'Host-GWX' is unknown (did you mean 'host-gw'?); known types: alloc, ")
+    assert "(installed: alloc" in text and "pip install" not in text
+
+
+@pytest.mark.parametrize("kind, package", [("host-gw", "overlay-hostgw"), ("tencent-vpc", "overlay-tencent-vpc"),
+                                           ("udp", "overlay-udp"), ("WireGuard", "overlay-wireguard")])
+def test_known_but_missing_backend_names_its_real_distribution(kind, package):
+    text = missing_backend_advice(kind)
+    assert text.startswith(f"backend type {kind!r} is not installed (installed: ")
+    assert text.endswith(f"install it with: pip install {package}")
+
+
+IMPORTS_ONLY_ONE = """
+import sys
+from overlay_core.plugins import installed_backends, load_backend_class
+others = {b.target.split(":")[0].split(".")[0] for b in installed_backends() if b.name != "alloc"}
+cls = load_backend_class("ALLOC")
+print(cls.type, sorted(others), sorted(m for m in others if m in sys.modules))
+"""
 
 
 def test_backend_loading_is_case_insensitive_and_imports_only_that_one():
-    assert "alloc" in [b.name for b in installed_backends()]
-    cls = load_backend_class("ALLOC")
-    assert issubclass(cls, Backend) and cls.type == "alloc"
+    out = subprocess.run([sys.executable, "-c", IMPORTS_ONLY_ONE], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.split(" ", 1)
+    assert out[0] == "alloc"
+    others, imported = out[1].rsplit("] ", 1)
+    assert "overlay_vxlan" in others  # there were others to (not) import
+    assert imported.strip() == "[]"
+
+
+def test_backend_keys_are_checked_against_the_declared_names():
+    class Mine(Backend):
+        type = "mine"
+        option_names = ("Color", "DirectRouting")
+
+    check_option_names(Mine, parse_config('{"Network":"10.0.0.0/16","Backend":{"TYPE":"mine","color":1}}'))
+    with pytest.raises(ConfigError, match="mine: unknown Backend key 'DirectRoute' \\(did you mean 'DirectRouting'"):
+        check_option_names(Mine, parse_config('{"Network":"10.0.0.0/16","Backend":{"Type":"mine","DirectRoute":1}}'))
+    Mine.option_names = None  # undeclared (a third party's older backend): keys are not checked
+    check_option_names(Mine, parse_config('{"Network":"10.0.0.0/16","Backend":{"Type":"mine","Anything":1}}'))
+
+
+def test_a_config_without_backend_warns_once_that_flannel_would_run_udp(caplog):
+    class Vx(Backend):
+        type = "vxlan"
+
+    Vx(SimpleNamespace(config=parse_config('{"Network":"10.0.0.0/16"}')))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "Flannel nodes sharing this store would run udp" in warnings[0].getMessage()
 
 
 def test_backend_accepts_only_its_lease_type():
@@ -73,7 +117,7 @@ def test_backend_accepts_only_its_lease_type():
         type = "mine"
 
     lease = lambda t: SimpleNamespace(attrs=SimpleNamespace(backend_type=t))  # noqa: E731
-    node = SimpleNamespace(config=None)
+    node = SimpleNamespace(config=parse_config('{"Network":"10.0.0.0/16","Backend":{"Type":"mine"}}'))
     backend = Mine(node)
     assert backend.accepts(lease("mine")) and not backend.accepts(lease("vxlan"))
 

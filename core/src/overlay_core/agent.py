@@ -1,7 +1,7 @@
 """The agent: one node's life, from config to lease to programmed peers, as a trio task tree.
 
 Startup order (Flannel's, reference §3.2): health server → config (retried until valid) →
-backend → external interface → backend options → lease (guarded writes) → firewall rules →
+backend → external interface → backend options → firewall tool → lease (guarded writes) → firewall rules →
 subnet file → peer snapshot programmed → ready. Then, side by side: the peer watch, lease
 renewal, periodic reconcile, firewall drift checks and config checks. Cancellation (SIGTERM)
 leaves the lease, kernel state, rules and subnet file as they are.
@@ -20,6 +20,7 @@ import trio
 
 from . import subnetfile
 from .backend import Backend, LeaseRequest, Node
+from .blackhole import keep_blackhole_routes
 from .config import NetworkConfig
 from .dataplane.firewall import FamilyRules, Firewall, open_firewall
 from .dataplane.monitor import monitor_kernel
@@ -63,6 +64,7 @@ class AgentOptions:
     ip_masq: bool = False
     masq_fully_random: bool = True
     forward_rules: bool = True
+    blackhole_route: bool = False
     healthz_ip: str = "0.0.0.0"
     healthz_port: int = 0
     firewall_resync: float = 5.0
@@ -314,19 +316,23 @@ class Agent:
 
     # -- setup steps -------------------------------------------------------------------------
 
+    async def _open_firewall(self, config: NetworkConfig) -> None:
+        """Find the firewall tool (a start-up precondition) before anything is written to the store."""
+        if self.options.ip_masq or self.options.forward_rules:
+            versions = tuple(v for v, rng in ((4, config.ipv4), (6, config.ipv6)) if rng is not None)
+            self.firewall = Firewall(await trio.to_thread.run_sync(open_firewall, config.enable_nftables, versions), [])
+
     async def _setup_firewall(self) -> None:
         node = self.node
         assert node is not None and node.lease is not None
         opts = self.options
-        if not (opts.ip_masq or opts.forward_rules):
+        if self.firewall is None:
             return
         rules = []
         for rng, subnet in ((node.config.ipv4, node.lease.subnet), (node.config.ipv6, node.lease.ipv6_subnet)):
             if rng is not None and subnet is not None:
                 rules.append(FamilyRules(rng.network, subnet, opts.ip_masq, opts.forward_rules,
                                          opts.masq_fully_random))
-        if self.firewall is None:
-            self.firewall = Firewall(open_firewall(node.config.enable_nftables), rules)
         self.firewall.rules = rules
         await self.firewall.apply()
 
@@ -391,6 +397,7 @@ class Agent:
             config = await self._fetch_config()
             LOGGER.info("network config: %s", config.raw.strip())
             node = await self._start_backend(config)
+            await self._open_firewall(config)
             attrs, node.mtu = await self._lease_attrs(node)
             self.phase = "acquiring-lease"
             previous = subnetfile.previous_subnets(self.options.subnet_file)
@@ -408,6 +415,9 @@ class Agent:
                                 self._addresses_changed_soon)
             nursery.start_soon(self._addresses_loop)
             nursery.start_soon(self._firewall_loop)
+            if self.options.blackhole_route:
+                period = self.options.firewall_resync
+                nursery.start_soon(keep_blackhole_routes, self.netlink, lambda: node.lease, period)
             self.phase = "running"
             release_memory()
             self.report()

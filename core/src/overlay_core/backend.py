@@ -8,15 +8,21 @@ the events in ``overlay_core.hookspecs``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from .config import DEFAULTED_BACKEND_WARNING
+from .errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from .config import NetworkConfig
     from .dataplane.netlink import Netlink
     from .lease import Lease
     from .services import Services
+
+LOGGER = logging.getLogger("overlay.backend")
 
 
 @dataclass(frozen=True)
@@ -80,11 +86,14 @@ class Backend:
 
     type: ClassVar[str] = ""
     lease_type: ClassVar[str | None] = None
+    #: The ``Backend`` keys this backend understands besides ``Type`` (any case). The agent and
+    #: ``config check`` refuse other keys with a suggestion. None: not declared, keys unchecked.
+    option_names: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, node: Node, services: Services | None = None) -> None:
         self.node = node
         self.services = services
-        self.options = self.parse_options(node.config)
+        self.options = check_backend_config(type(self), node.config)
 
     @classmethod
     def parse_options(cls, config: NetworkConfig) -> Any:
@@ -102,3 +111,27 @@ class Backend:
     def accepts(self, lease: Lease) -> bool:
         """Whether a peer lease belongs to this backend's network."""
         return lease.attrs.backend_type == self.advertised_type()
+
+
+def check_option_names(cls: type[Backend], config: NetworkConfig) -> None:
+    """Refuse a ``Backend`` key that ``cls`` does not declare (``Type`` is always allowed)."""
+    if cls.option_names is None:
+        return
+    known = ("Type", *cls.option_names)
+    allowed = {name.lower() for name in known}
+    for key in config.backend_keys:
+        if key.lower() not in allowed:
+            raise ConfigError(
+                f"{cls.type}: unknown Backend key {key!r}{did_you_mean(key, known)}; "
+                f"{cls.type} knows: {', '.join(cls.option_names) or 'no options'}"
+            )
+
+
+def check_backend_config(cls: type[Backend], config: NetworkConfig) -> Any:
+    """Everything known about ``Backend`` before the node touches the store: a warning when the
+    config names no backend, the key names, then the backend's own option checks. Used by the
+    agent at start and by ``overlay-core config check``; returns the parsed options."""
+    if config.backend_defaulted:
+        LOGGER.warning(DEFAULTED_BACKEND_WARNING)
+    check_option_names(cls, config)
+    return cls.parse_options(config)

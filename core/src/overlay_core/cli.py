@@ -2,7 +2,11 @@
 
 ``overlay-core run`` takes flanneld's flags with the same names and defaults, in ``--x``,
 ``-x`` and ``--x=v`` forms; each flag not given on the command line is read from
-``FLANNELD_<NAME>`` (upper case, ``-`` → ``_``) when that variable is non-empty.
+``FLANNELD_<NAME>`` (upper case, ``-`` → ``_``) when that variable is non-empty. With no
+arguments at all and some ``FLANNELD_*`` variable set, ``overlay-core`` runs the agent, as
+flanneld does. Every flanneld flag is accepted; the Kubernetes subnet manager is not supported
+(etcd only), so ``--kube-subnet-mgr`` is refused and the kube-mode-only flags have no effect,
+as in flanneld without it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Sequence
 
 from ._version import __version__
@@ -28,6 +33,8 @@ def _bool(text: str) -> bool:
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true or false)")
 
+
+KUBE_ONLY = "Kubernetes subnet manager only: accepted, no effect with etcd (as in flanneld)"
 
 # name, default, type (None = string, "bool", int, "list" for repeatable), help
 RUN_FLAGS = [
@@ -49,10 +56,20 @@ RUN_FLAGS = [
     ("ip-masq-fully-random-disable", False, "bool", "masquerade without --random-fully"),
     ("iptables-resync", 5, int, "seconds between firewall drift checks"),
     ("iptables-forward-rules", True, "bool", "accept forwarded traffic of the network"),
+    ("ip-blackhole-route", False, "bool",
+     "keep a blackhole route for this node's subnet (checked every --iptables-resync seconds)"),
     ("healthz-ip", "0.0.0.0", None, "address of /healthz /readyz /metrics"),
     ("healthz-port", 0, int, "port of /healthz /readyz /metrics (0: off)"),
     ("reconcile-interval", 30, float,
      "seconds between full desired-vs-actual reconciles (kernel events trigger one at once)"),
+    ("kube-subnet-mgr", False, "bool", "not supported: overlay keeps leases in etcd only"),
+    ("kube-api-url", "", None, KUBE_ONLY),
+    ("kube-annotation-prefix", "flannel.alpha.coreos.com", None, KUBE_ONLY),
+    ("kubeconfig-file", "", None, KUBE_ONLY),
+    ("net-config-path", "/etc/kube-flannel/net-conf.json", None, KUBE_ONLY),
+    ("set-node-network-unavailable", True, "bool", KUBE_ONLY),
+    ("vmodule", "", None, "klog per-module verbosity: accepted for flanneld compatibility, no effect"),
+    ("log_backtrace_at", "", None, "klog backtrace location: accepted for flanneld compatibility, no effect"),
     ("state-dir", "/run/overlay", None,
      "this agent's directory for helper processes' records, logs and sockets (ours)"),
     ("subnet-lease-ttl", 86400, int,
@@ -133,6 +150,7 @@ def build_options(values: dict):
         ip_masq=values["ip_masq"],
         masq_fully_random=not values["ip_masq_fully_random_disable"],
         forward_rules=values["iptables_forward_rules"],
+        blackhole_route=values["ip_blackhole_route"],
         healthz_ip=values["healthz_ip"],
         healthz_port=values["healthz_port"],
         firewall_resync=values["iptables_resync"],
@@ -140,6 +158,19 @@ def build_options(values: dict):
         lease_ttl=values["subnet_lease_ttl"],
         state_dir=values["state_dir"],
     )
+
+
+def check_subnet_file_writable(path: str) -> None:
+    """The subnet file is written after the lease is taken; find out now whether it can be, so a
+    start that would fail leaves nothing in the store. Its directory may still be missing (it is
+    created), but the nearest existing ancestor must be a writable directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):
+        raise OverlayError(f"--subnet-file {path}: {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OverlayError(f"--subnet-file {path}: no permission to write in {directory}")
 
 
 def setup_logging(verbosity: int) -> None:
@@ -161,8 +192,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from .agent import run_agent
 
     values = _resolve(ns, dict(os.environ))
-    setup_logging(values["v"])
+    if values["kube_subnet_mgr"]:
+        raise OverlayError("--kube-subnet-mgr is not supported: overlay keeps leases in etcd only; "
+                           "drop the flag and give --etcd-endpoints")
     options = build_options(values)
+    options.validate()  # range errors come before anything is logged
+    check_subnet_file_writable(options.subnet_file)
+    setup_logging(values["v"])
     safe = {k: ("***" if k == "etcd_password" and v else v) for k, v in values.items()}
     LOGGER.info("overlay-core %s starting: %s", __version__, safe)
     trio.run(run_agent, options)
@@ -191,15 +227,19 @@ def cmd_backends(ns: argparse.Namespace) -> int:
 
 
 def cmd_config_check(ns: argparse.Namespace) -> int:
-    from .config import parse_config
+    """Everything the agent would refuse, as far as it is knowable offline (the external
+    interface's MTU, for one, is not), plus typos the agent would silently ignore."""
+    from .backend import check_backend_config
+    from .config import check_top_level_keys, parse_config
     from .errors import BackendNotFoundError
-    from .plugins import load_backend_class
+    from .plugins import KNOWN_BACKENDS, installed_backends, load_backend_class
 
     try:
         text = sys.stdin.read() if ns.file == "-" else open(ns.file, encoding="utf-8").read()
     except OSError as exc:
         raise OverlayError(f"cannot read {ns.file}: {exc.strerror}") from None
     config = parse_config(text)
+    check_top_level_keys(config)
     parts = []
     for rng in (config.ipv4, config.ipv6):
         if rng is not None:
@@ -207,18 +247,30 @@ def cmd_config_check(ns: argparse.Namespace) -> int:
                          f"{rng.subnet_max} ({rng.capacity} nodes)")
     note = ""
     try:
-        load_backend_class(config.backend_type).parse_options(config)
+        backend_cls = load_backend_class(config.backend_type)
     except BackendNotFoundError:
-        note = " (backend not installed here: its options were not checked)"
+        installed = {b.name for b in installed_backends()}
+        if config.backend_type not in KNOWN_BACKENDS or config.backend_type in installed:
+            raise  # unknown type, or installed but broken
+        note = f" ({KNOWN_BACKENDS[config.backend_type]} is not installed here: its options were not checked)"
+    else:
+        check_backend_config(backend_cls, config)
     print(f"OK: {'; '.join(parts)}; backend {config.backend_type}{note}")
     return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the line that matters and where to read more, not the
+    whole usage first."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nsee: {self.prog} --help\n")
 
 
 def build_parser(manager=None) -> argparse.ArgumentParser:
     """The command line: built-in commands plus those plugins add (``overlay_register_commands``;
     the lab is one). ``manager`` defaults to one holding the built-in and installed plugins."""
-    parser = argparse.ArgumentParser(prog="overlay-core", allow_abbrev=False,
-                                     description="Flannel-compatible overlay network agent")
+    parser = _Parser(prog="overlay-core", allow_abbrev=False, description="Flannel-compatible overlay network agent")
     parser.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -226,7 +278,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent on this node", allow_abbrev=False)
     run.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
     _add_run_flags(run)
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, parser=run)
 
     backends = sub.add_parser("backends", help="list installed backends, their packages and versions")
     backends.add_argument("--json", action="store_true")
@@ -237,7 +289,7 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     config_sub.required = True
     check = config_sub.add_parser("check", help="validate a network config file offline ('-' for stdin)")
     check.add_argument("file")
-    check.set_defaults(func=cmd_config_check)
+    check.set_defaults(func=cmd_config_check, parser=check)
 
     if manager is None:
         from .lab import cli as lab_commands
@@ -264,10 +316,14 @@ def _one_line(exc: BaseException) -> OverlayError | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args and any(k.startswith("FLANNELD_") and v for k, v in os.environ.items()):
+        args = ["run"]  # flanneld configured by its environment alone
     if args and args[0].startswith("-") and args[0] not in ("-h", "--help", "--version", "-version"):
         args.insert(0, "run")  # flanneld-style invocation: flags only
     parser = build_parser()
-    ns = parser.parse_args(args)
+    ns, extra = parser.parse_known_args(args)
+    if extra:  # reported by the command's own parser, so its --help is the one pointed to
+        getattr(ns, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return ns.func(ns)
     except KeyboardInterrupt:

@@ -1,8 +1,9 @@
 """The network config JSON stored at ``<prefix>/config``, with Flannel's defaults and checks.
 
-Field names are matched case-insensitively and unknown keys are ignored, as Flannel's Go
-decoder does. One deliberate difference: a config without ``Backend`` selects ``vxlan``, the
-documented default (Flannel's code falls back to ``udp``).
+Field names are matched case-insensitively and unknown top-level keys are ignored by the agent,
+as Flannel's Go decoder does (``overlay-core config check`` refuses them, see
+``check_top_level_keys``). One deliberate difference: a config without ``Backend`` selects
+``vxlan``, the documented default (Flannel's code falls back to ``udp``); the agent warns about it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 DEFAULT_BACKEND = "vxlan"
+DEFAULTED_BACKEND_WARNING = (
+    "the network config has no Backend: overlay runs vxlan (Flannel's documented default), but "
+    "Flannel nodes sharing this store would run udp (its code's default); set Backend.Type explicitly"
+)
+TOP_LEVEL_KEYS = (
+    "Network", "SubnetLen", "SubnetMin", "SubnetMax", "EnableIPv4", "EnableIPv6", "IPv6Network",
+    "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", "EnableNFTables", "Backend",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class NetworkConfig:
     enable_nftables: bool = False
     backend: Mapping[str, Any] = field(default_factory=dict)
     raw: str = ""
+    backend_defaulted: bool = False  # no Backend in the config: vxlan was chosen
+    keys: tuple[str, ...] = ()  # top-level keys as written
+    backend_keys: tuple[str, ...] = ()  # keys of the Backend object as written
 
     @property
     def backend_type(self) -> str:
@@ -192,12 +204,24 @@ def parse_config(text: str | bytes) -> NetworkConfig:
         raise ConfigError("both EnableIPv4 and EnableIPv6 are false: enable at least one")
     ipv4 = _family(obj, 4, "", "Network") if enable_v4 else None
     ipv6 = _family(obj, 6, "ipv6", "IPv6Network") if enable_v6 else None
-    backend = obj.get("backend")
-    if backend is None or backend == {}:
-        backend = {"type": DEFAULT_BACKEND}
+    written = obj.get("backend")
+    defaulted = written is None or written == {}
+    backend = {"type": DEFAULT_BACKEND} if defaulted else written
     if not isinstance(backend, dict):
         raise ConfigError("Backend must be a JSON object such as {\"Type\": \"vxlan\"}")
+    backend_keys = tuple(str(k) for k in backend) if not defaulted else ()
     backend = _lower_keys(backend)
-    if not isinstance(backend.get("type"), str) or not backend["type"]:
+    kind = backend.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise ConfigError(f"Backend.Type must be a string such as \"vxlan\", got {json.dumps(kind)}")
+    if not kind:
         raise ConfigError("Backend.Type is missing: set it, for example {\"Type\": \"vxlan\"}")
-    return NetworkConfig(ipv4, ipv6, nft, backend, text)
+    return NetworkConfig(ipv4, ipv6, nft, backend, text, defaulted, tuple(str(k) for k in data), backend_keys)
+
+
+def check_top_level_keys(config: NetworkConfig) -> None:
+    """Refuse a top-level key Flannel does not know (a typo the agent would silently ignore)."""
+    known = {k.lower() for k in TOP_LEVEL_KEYS}
+    for key in config.keys:
+        if key.lower() not in known:
+            raise ConfigError(f"unknown key {key!r} in the network config{did_you_mean(key, TOP_LEVEL_KEYS)}")

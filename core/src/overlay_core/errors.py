@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class OverlayError(Exception):
     """Base class: the message says what is wrong and what to do, in one line."""
@@ -29,3 +32,14 @@ class KernelFeatureMissingError(OverlayError):
 
 class SubnetsExhaustedError(OverlayError):
     """Every subnet in [SubnetMin, SubnetMax] is leased or reserved."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'X'?)"`` for the known name closest to ``name`` (case-insensitive), else ``""``.
+
+    The one place where error messages suggest a correction, so every misspelt key, backend
+    type or flag is answered the same way.
+    """
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

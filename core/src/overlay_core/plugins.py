@@ -18,7 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .backend import Backend, LeaseRequest, PeerStatus
-from .errors import BackendNotFoundError, OverlayError
+from .errors import BackendNotFoundError, OverlayError, did_you_mean
 
 if TYPE_CHECKING:
     from .backend import Node
@@ -31,6 +31,19 @@ BACKEND_GROUP = "overlay.backends"
 PLUGIN_GROUP = "overlay.plugins"
 
 hookimpl = pluggy.HookimplMarker("overlay")
+
+#: The project's backend distributions by ``Backend.Type`` (DESIGN.md "Distributions"): the only
+#: names the "not installed" advice ever tells a user to install.
+KNOWN_BACKENDS = {
+    "vxlan": "overlay-vxlan",
+    "host-gw": "overlay-hostgw",
+    "wireguard": "overlay-wireguard",
+    "ipsec": "overlay-ipsec",
+    "udp": "overlay-udp",
+    "ipip": "overlay-ipip",
+    "alloc": "overlay-alloc",
+    "tencent-vpc": "overlay-tencent-vpc",
+}
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,7 @@ def load_backend_class(type_name: str) -> type[Backend]:
     wanted = type_name.lower()
     matches = [ep for ep in metadata.entry_points(group=BACKEND_GROUP) if ep.name.lower() == wanted]
     if not matches:
-        names = ", ".join(p.name for p in installed_backends()) or "none"
-        raise BackendNotFoundError(
-            f"backend type {type_name!r} is not installed (installed: {names}); "
-            f"install it with: pip install overlay-{wanted}"
-        )
+        raise BackendNotFoundError(missing_backend_advice(type_name))
     ep = matches[0]
     dist = ep.dist.name if ep.dist else ep.value
     try:
@@ -87,6 +96,20 @@ def load_backend_class(type_name: str) -> type[Backend]:
             f"entry point {wanted!r} of {dist} names a backend whose type is {cls.type!r}"
         )
     return cls
+
+
+def missing_backend_advice(type_name: str) -> str:
+    """Why ``type_name`` cannot be loaded and what to do: the real package for a known type;
+    for an unknown one, no package name at all (a guessed name invites typosquatting)."""
+    wanted = type_name.lower()
+    installed = [p.name for p in installed_backends()]
+    have = f"installed: {', '.join(installed) or 'none'}"
+    if wanted in KNOWN_BACKENDS:
+        return (f"backend type {type_name!r} is not installed ({have}); "
+                f"install it with: pip install {KNOWN_BACKENDS[wanted]}")
+    known = sorted(set(KNOWN_BACKENDS) | set(installed))
+    return (f"backend type {type_name!r} is unknown{did_you_mean(wanted, known)}; "
+            f"known types: {', '.join(known)} ({have})")
 
 
 class PluginError(OverlayError):

@@ -29,7 +29,7 @@ def test_defaults():
     ('{"Type":"vxlan","Port":70000}', "Port must be a whole number from 0 to 65535"),
     ('{"Type":"vxlan","GBP":"yes"}', "GBP must be true or false"),
     ('{"Type":"vxlan","DirectRouting":1}', "DirectRouting must be true or false"),
-    ('{"Type":"vxlan","MTU":10}', "MTU must be a whole number from 68"),
+    ('{"Type":"vxlan","MTU":10}', "MTU must be a whole number from 118"),
 ])
 def test_bad_options(backend, message):
     with pytest.raises(ConfigError, match=message):
@@ -41,12 +41,30 @@ def test_mac_prefix_is_accepted_and_warned(caplog):
     assert "MacPrefix only applies to Windows" in caplog.text
 
 
-def test_mtu_defaults_and_limits():
-    o = parse_options(cfg('{"Type":"vxlan"}'))
-    assert device_mtus(o, 1500, "eth0", True, True) == (1450, 1430)
-    assert device_mtus(parse_options(cfg('{"Type":"vxlan","MTU":1400}')), 1500, "eth0", True, False) == (1400, None)
-    with pytest.raises(ConfigError, match="MTU 1450 does not fit eth0's MTU 1500 minus 70"):
-        device_mtus(parse_options(cfg('{"Type":"vxlan","MTU":1450}')), 1500, "eth0", True, True)
+def test_mtu_is_the_underlay_mtu_as_in_flannel():
+    def mtus(backend, v6=False):
+        return device_mtus(parse_options(cfg(backend)), 1500, "eth0", True, v6)
+
+    assert mtus('{"Type":"vxlan"}', v6=True) == (1450, 1430)  # default: the interface's MTU
+    assert mtus('{"Type":"vxlan","MTU":1400}') == (1350, None)  # Flannel: 1400 -> 1350
+    assert mtus('{"Type":"vxlan","MTU":1500}') == (1450, None)  # a Flannel config for a 1500 link starts
+    assert mtus('{"Type":"vxlan","MTU":1500}', v6=True) == (1450, 1430)
+    with pytest.raises(ConfigError, match="MTU 9000 is more than eth0's MTU 1500; MTU is the underlay's"):
+        mtus('{"Type":"vxlan","MTU":9000}')
+
+
+def test_flannel_mtu_is_the_device_mtu_of_the_lease_request():
+    backend = VxlanBackend(Node(cfg('{"Type":"vxlan","MTU":1400}'), ExternalInterface("eth0", 2, 1500),
+                                SimpleNamespace()))
+    backend.overlay_network_config(backend.node.config, SimpleNamespace(iface=ExternalInterface(
+        "eth0", 2, 1500, public_ip=IPv4Address("192.0.2.1"))))
+    assert backend.mtu == {4: 1350}
+
+
+def test_unknown_backend_key_is_refused_with_a_suggestion():
+    node = Node(cfg('{"Type":"vxlan","DirectRoute":true}'), ExternalInterface("eth0", 2, 1500), SimpleNamespace())
+    with pytest.raises(ConfigError, match="vxlan: unknown Backend key 'DirectRoute' \\(did you mean 'DirectRouting'"):
+        VxlanBackend(node)
 
 
 def test_device_compatibility():

@@ -1,11 +1,17 @@
-"""Masquerade and forward rules with Flannel's semantics (reference §3.6), in tables we own.
+"""Masquerade and forward rules with Flannel's semantics, where Flannel puts them.
 
-nftables: tables ``ip flannel-ipv4`` / ``ip6 flannel-ipv6`` replaced whole in one atomic JSON
-transaction (delete and re-create inside the same batch). Without libnftables the fallback is
-``iptables-restore --noflush`` with our own chains ``FLANNEL-POSTRTG``/``FLANNEL-FWD``, each
-declared (hence flushed and refilled atomically) in one restore run per table.
-Drift: after applying, the rendered listing is remembered; ``check()`` compares the kernel's
-listing with it and re-applies when they differ. Rules are never removed on shutdown.
+The network config's ``EnableNFTables`` picks the manager, as in Flannel:
+
+- false (default): iptables (reference §3.6). Chains ``FLANNEL-POSTRTG`` (nat) and
+  ``FLANNEL-FWD`` (filter) with jump rules from POSTROUTING/FORWARD, written per table in ONE
+  ``iptables-restore --noflush`` run: the chain is declared (hence flushed) and refilled, and
+  the jump rule is deleted if present and appended again, so it ends up last, as Flannel's.
+- true: nftables (§3.7). Tables ``ip flannel-ipv4`` / ``ip6 flannel-ipv6`` with chains
+  ``postrtg`` and ``forward``, replaced whole in one atomic JSON transaction.
+
+At start the other manager's leftovers are removed (Flannel's startup step 9). Drift: after
+applying, the rendered listing is remembered; ``check()`` compares the kernel's listing with it
+and re-applies when they differ. Rules are never removed on shutdown.
 """
 
 from __future__ import annotations
@@ -100,13 +106,29 @@ def nft_commands(rules: FamilyRules) -> list[dict]:
     return cmds
 
 
+LIBNFTABLES = "libnftables.so.1"
+
+
+def load_nftables():
+    """A ``nftables.Nftables`` context; ``OSError``/``ImportError`` when libnftables is unusable.
+
+    The library is loaded here first: ``Nftables()`` itself fails half-constructed when it
+    cannot load it, and its ``__del__`` then prints a traceback even though the caller handled
+    the error.
+    """
+    import ctypes
+
+    ctypes.CDLL(LIBNFTABLES)  # OSError when Debian's libnftables1 is missing
+    import nftables  # pip-nftables, the library's Python binding
+
+    return nftables.Nftables(sofile=LIBNFTABLES)
+
+
 class NftFirewall:
     name = "nftables"
 
     def __init__(self) -> None:
-        import nftables  # pip-nftables; needs Debian's libnftables1
-
-        self._nft = nftables.Nftables()
+        self._nft = load_nftables()
         self._nft.set_handle_output(False)
         self._expected: dict[int, str] = {}
 
@@ -127,21 +149,53 @@ class NftFirewall:
     def drifted(self, version: int) -> bool:
         return self._listing(version) != self._expected.get(version)
 
+    def remove_other(self) -> None:
+        """Remove Flannel's (or our) iptables chains left from iptables mode; errors ignored."""
+        for version in (4, 6):
+            tool = _iptables_bin(version, "iptables")
+            if shutil.which(tool):
+                for table in JUMPS:
+                    unjump, *remove_chain = _teardown(version, table)
+                    for _ in range(MAX_DUPLICATE_JUMPS):  # a chain still jumped to cannot be deleted
+                        if _run(unjump).returncode != 0:
+                            break
+                    for args in remove_chain:
+                        _run(args)
 
-# -- iptables-restore fallback ---------------------------------------------------------------
+
+# -- iptables --------------------------------------------------------------------------------
 
 
-def iptables_payload(rules: FamilyRules) -> dict[str, str]:
-    """``iptables-restore --noflush`` input per table; declaring a chain flushes and refills it."""
+MAX_DUPLICATE_JUMPS = 16
+JUMPS = {
+    "nat": ("POSTROUTING", "FLANNEL-POSTRTG", "flanneld masq"),
+    "filter": ("FORWARD", "FLANNEL-FWD", "flanneld forward"),
+}
+
+
+def jump_rule(table: str) -> str:
+    """The rule (without ``-A``/``-D``/``-C``) that sends traffic into our chain of ``table``."""
+    parent, chain, comment = JUMPS[table]
+    return f'{parent} -m comment --comment "{comment}" -j {chain}'
+
+
+def iptables_payload(rules: FamilyRules, jumps_present: frozenset[str] = frozenset()) -> dict[str, str]:
+    """``iptables-restore --noflush`` input per table: declaring our chain flushes it, the jump
+    rule is deleted (when ``jumps_present`` names its table) and appended, the chain refilled."""
     n, s = rules.network, rules.subnet
     random = " --random-fully" if rules.fully_random else ""
     masq = '-m comment --comment "flanneld masq"'
     fwd = '-m comment --comment "flanneld forward"'
+
+    def head(table: str) -> list[str]:
+        jump = jump_rule(table)
+        return [f"*{table}", f":{JUMPS[table][1]} - [0:0]",
+                *([f"-D {jump}"] if table in jumps_present else []), f"-A {jump}"]
+
     tables = {}
     if rules.masquerade:
         tables["nat"] = "\n".join([
-            "*nat",
-            ":FLANNEL-POSTRTG - [0:0]",
+            *head("nat"),
             f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN",
             f"-A FLANNEL-POSTRTG -s {s} -d {n} {masq} -j RETURN",
             f"-A FLANNEL-POSTRTG -s {n} -d {s} {masq} -j RETURN",
@@ -152,8 +206,7 @@ def iptables_payload(rules: FamilyRules) -> dict[str, str]:
         ])
     if rules.forward:
         tables["filter"] = "\n".join([
-            "*filter",
-            ":FLANNEL-FWD - [0:0]",
+            *head("filter"),
             f"-A FLANNEL-FWD -s {n} {fwd} -j ACCEPT",
             f"-A FLANNEL-FWD -d {n} {fwd} -j ACCEPT",
             "COMMIT", "",
@@ -161,74 +214,92 @@ def iptables_payload(rules: FamilyRules) -> dict[str, str]:
     return tables
 
 
-JUMPS = {
-    "nat": ("POSTROUTING", "FLANNEL-POSTRTG", "flanneld masq"),
-    "filter": ("FORWARD", "FLANNEL-FWD", "flanneld forward"),
-}
+def _iptables_bin(version: int, tool: str) -> str:
+    return tool if version == 4 else tool.replace("iptables", "ip6tables")
+
+
+def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=30)
+
+
+def _teardown(version: int, table: str) -> list[list[str]]:
+    """Commands removing our jump, then flushing and deleting our chain of ``table``."""
+    parent, chain, comment = JUMPS[table]
+    base = [_iptables_bin(version, "iptables"), "-w", "5", "-t", table]
+    return [[*base, "-D", parent, "-m", "comment", "--comment", comment, "-j", chain],
+            [*base, "-F", chain], [*base, "-X", chain]]
 
 
 class IptablesFirewall:
     name = "iptables"
 
-    def __init__(self) -> None:
-        if not shutil.which("iptables-restore"):
-            raise FileNotFoundError("iptables-restore")
+    def __init__(self, versions: tuple[int, ...] = (4,)) -> None:
+        for version in versions:
+            for tool in ("iptables", "iptables-restore"):
+                if not shutil.which(_iptables_bin(version, tool)):
+                    raise FileNotFoundError(_iptables_bin(version, tool))
         self._expected: dict[int, dict[str, str]] = {}
-
-    @staticmethod
-    def _bin(version: int, tool: str) -> str:
-        return tool if version == 4 else tool.replace("iptables", "ip6tables")
-
-    def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=30)
 
     def _chain(self, version: int, table: str) -> str:
         chain = JUMPS[table][1]
-        out = self._run([self._bin(version, "iptables"), "-w", "5", "-t", table, "-S", chain])
+        out = _run([_iptables_bin(version, "iptables"), "-w", "5", "-t", table, "-S", chain])
         return out.stdout if out.returncode == 0 else ""
 
+    def _jump_present(self, version: int, table: str) -> bool:
+        parent, chain, comment = JUMPS[table]
+        return _run([_iptables_bin(version, "iptables"), "-w", "5", "-t", table, "-C", parent,
+                     "-m", "comment", "--comment", comment, "-j", chain]).returncode == 0
+
     def apply(self, rules: FamilyRules) -> None:
-        tables = iptables_payload(rules)
-        for table, payload in tables.items():
-            proc = self._run([self._bin(rules.version, "iptables-restore"), "-w", "5", "--noflush"], payload)
+        present = frozenset(t for t in JUMPS if self._jump_present(rules.version, t))
+        tables = iptables_payload(rules, present)
+        for payload in tables.values():
+            proc = _run([_iptables_bin(rules.version, "iptables-restore"), "-w", "5", "--noflush"], payload)
             if proc.returncode != 0:
                 raise RuntimeError(f"iptables-restore failed: {proc.stderr.strip()}")
-            if not self._jump_present(rules.version, table):
-                self._run(self._jump(rules.version, table, "-A"))
         self._expected[rules.version] = {t: self._chain(rules.version, t) for t in tables}
-
-    def _jump(self, version: int, table: str, action: str) -> list[str]:
-        parent, chain, comment = JUMPS[table]
-        return [self._bin(version, "iptables"), "-w", "5", "-t", table, action, parent,
-                "-m", "comment", "--comment", comment, "-j", chain]
-
-    def _jump_present(self, version: int, table: str) -> bool:
-        return self._run(self._jump(version, table, "-C")).returncode == 0
 
     def drifted(self, version: int) -> bool:
         expected = self._expected.get(version, {})
         return any(self._chain(version, t) != text or not self._jump_present(version, t)
                    for t, text in expected.items())
 
+    def remove_other(self) -> None:
+        """Delete the nftables tables left from nftables mode (errors ignored)."""
+        try:
+            nft = load_nftables()
+        except (ImportError, OSError) as exc:
+            LOGGER.debug("no libnftables (%s): no nftables leftovers to look for", exc)
+            return
+        for version in (4, 6):
+            family, table, _ = _nft_names(version)
+            nft.cmd(f"delete table {family} {table}")
 
-def open_firewall(require_nftables: bool):
-    """The nftables manager when libnftables is usable, else the iptables-restore one."""
-    try:
-        return NftFirewall()
-    except (ImportError, OSError) as exc:
-        if require_nftables:
+
+def open_firewall(enable_nftables: bool, versions: tuple[int, ...] = (4,)):
+    """The manager ``EnableNFTables`` selects, after removing the other one's leftovers.
+
+    Raises ``KernelFeatureMissingError`` (one line) when its tool is missing, so the agent can
+    refuse to start before it writes anything to the store.
+    """
+    if enable_nftables:
+        try:
+            manager: NftFirewall | IptablesFirewall = NftFirewall()
+        except (ImportError, OSError) as exc:
             raise KernelFeatureMissingError(
-                f"EnableNFTables is set but libnftables cannot be loaded ({exc}); "
-                "install it: apt-get install libnftables1"
+                f"EnableNFTables is true but libnftables cannot be loaded ({exc}); install it "
+                "(apt-get install libnftables1 python3-nftables) or set EnableNFTables to false"
             ) from None
-        nft_error = exc
-    try:
-        return IptablesFirewall()
-    except FileNotFoundError:
-        raise KernelFeatureMissingError(
-            f"no firewall tool: libnftables cannot be loaded ({nft_error}) and iptables-restore "
-            "is missing; install one: apt-get install libnftables1 (or iptables)"
-        ) from None
+    else:
+        try:
+            manager = IptablesFirewall(versions)
+        except FileNotFoundError as exc:
+            raise KernelFeatureMissingError(
+                f"{exc} is missing and the firewall rules are iptables rules (EnableNFTables is "
+                "false): install iptables (apt-get install iptables), or set EnableNFTables to true"
+            ) from None
+    manager.remove_other()
+    return manager
 
 
 class Firewall:

@@ -246,17 +246,23 @@ class Lab:
     def up(self, nodes: int = 3, backend: str = "vxlan", network: str = "10.5.0.0/16",
            extra_config: dict | None = None, agent_args: tuple[str, ...] = (),
            wait: float = 60.0, start_agents: bool = True, ipv6: str = "",
-           remote_nodes: int = 0, backend_options: dict | None = None) -> list[dict]:
+           remote_nodes: int = 0, backend_options: dict | None = None, replace: bool = False) -> list[dict]:
         """Build the lab. ``ipv6``: "" (IPv4 only), "dual" or "only". ``remote_nodes``: how
-        many of the last nodes sit on a second L2 segment, behind a router."""
+        many of the last nodes sit on a second L2 segment, behind a router. A lab of this name
+        that is up is replaced only with ``replace``. On failure the namespaces and processes
+        are removed but the logs are kept (``down`` removes them)."""
         if not 1 <= nodes <= 50:
-            raise OverlayError("--nodes must be between 1 and 50")
+            raise OverlayError(f"--nodes {nodes}: use 1 to 50 nodes")
         if not 0 <= remote_nodes < nodes:
-            raise OverlayError("--remote-nodes must leave at least one node on the first segment")
+            raise OverlayError(f"--remote-nodes {remote_nodes}: use 0 to {nodes - 1} (at least one node "
+                               "stays on the first segment)")
         if ipv6 not in ("", "dual", "only"):
             raise OverlayError("--ipv6 must be dual or only")
         if not IPv4Network(network, strict=False).subnet_of(IPv4Network("10.0.0.0/8")):
             raise OverlayError("--network must lie inside 10.0.0.0/8 (the lab's address plan)")
+        if not replace and (os.path.exists(self.state_file) or list_namespaces(self.prefix)):
+            raise OverlayError(f"lab {self.name!r} is already up: take it down first "
+                               f"({self.down_command}), or replace it with --replace")
         support = self.support = lab_support(backend)
         refusal = call(support, "check", self, nodes, remote_nodes, ipv6)
         if refusal:
@@ -295,10 +301,18 @@ class Lab:
                     self.start_agent(node, *agent_args)
             if start_agents:
                 self.wait_ready(timeout=wait)
+        except OverlayError as exc:
+            self.down(keep_logs=True)
+            raise OverlayError(f"{exc}\nthe lab was taken down; its logs are kept in {self.dir} "
+                               f"(remove them with: {self.down_command})") from None
         except BaseException:
-            self.down()
+            self.down(keep_logs=True)
             raise
         return self.status()
+
+    @property
+    def down_command(self) -> str:
+        return "overlay-core lab down" + (f" --name {self.name}" if self.name != "lab" else "")
 
     # -- looking and tearing down --------------------------------------------------------------
 
@@ -320,8 +334,9 @@ class Lab:
             })
         return rows
 
-    def down(self) -> list[str]:
-        """Remove every namespace and process of this lab, with or without a state file."""
+    def down(self, keep_logs: bool = False) -> list[str]:
+        """Remove every namespace and process of this lab, with or without a state file, and
+        its directory (with ``keep_logs``: only the state file and etcd's data)."""
         self.load()
         removed = []
         infra = (self.etcd_ns, f"{self.prefix}rt", self.switch)
@@ -335,7 +350,11 @@ class Lab:
                     os.kill(pid, 9)
                 except ProcessLookupError:
                     pass
-        if os.path.isdir(self.dir):
+        if keep_logs:
+            shutil.rmtree(os.path.join(self.dir, "etcd-data"), ignore_errors=True)
+            if os.path.exists(self.state_file):
+                os.unlink(self.state_file)
+        elif os.path.isdir(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
         self.state = LabState(self.name)
         return removed

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 class HostGwBackend(KernelBackend):
     type = "host-gw"
+    option_names = ()
 
     @hookimpl
     def overlay_network_config(self, config, node) -> None:

@@ -15,7 +15,7 @@ from overlay_core.dataplane.objects import FdbEntry, Neighbour, Route
 from overlay_core.kernel_backend import PeerPlan, direct_plan
 
 from . import device
-from .options import VxlanOptions, device_mtus, parse_options
+from .options import OPTION_NAMES, VxlanOptions, device_mtus, parse_options
 
 LOGGER = logging.getLogger("overlay.vxlan")
 
@@ -29,6 +29,7 @@ def vtep_mac(data) -> str | None:
 
 class VxlanBackend(KernelBackend):
     type = "vxlan"
+    option_names = OPTION_NAMES
 
     @classmethod
     def parse_options(cls, config) -> VxlanOptions:

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 class AllocBackend(Backend):
     type = "alloc"
+    option_names = ()
     lease_type = ""
 
     @hookimpl

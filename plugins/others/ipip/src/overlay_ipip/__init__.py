@@ -56,6 +56,7 @@ def create_kwargs(spec: TunnelSpec) -> dict:
 
 class IpipBackend(KernelBackend):
     type = "ipip"
+    option_names = ("DirectRouting",)
 
     @classmethod
     def parse_options(cls, config) -> IpipOptions:

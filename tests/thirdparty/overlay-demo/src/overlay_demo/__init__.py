@@ -15,6 +15,7 @@ def record(event: str, **data) -> None:
 
 class DemoBackend(Backend):
     type = "demo"
+    option_names = ("Color",)
 
     @classmethod
     def parse_options(cls, config):
