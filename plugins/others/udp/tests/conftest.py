@@ -47,6 +47,9 @@ def node_ip(i: int) -> str:
 
 
 class UdpLab:
+    TUN_MTU = TUN_MTU
+    subnet, pod_ip, node_ip = staticmethod(subnet), staticmethod(pod_ip), staticmethod(node_ip)
+
     def __init__(self, tmp: Path) -> None:
         self.tag = f"udt-{os.getpid()}x{next(_counter)}"
         self.tmp = tmp

@@ -295,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             tun = tunlib.open_tun(args.tun)
             sock = open_socket(args.bind, args.port, args.bufsize)
             routes, counters = initial_routes(args), None
-        tunlib.configure(args.tun, args.subnet.network_address, args.mtu, args.network)
         fwd = Forwarder(args, tun, sock, routes, counters)
+        if taken:  # the device is configured already: forward first, the gap is what the peers notice
+            fwd.start()
+        tunlib.configure(args.tun, args.subnet.network_address, args.mtu, args.network)
         Path(args.control).parent.mkdir(parents=True, exist_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o077)
@@ -308,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OverlayError, control.ControlError) as e:
         print(f"overlay-udp forwarder: {e}", file=sys.stderr)
         return 1
-    fwd.start()
+    if not taken:
+        fwd.start()
 
     def terminate(signum, frame):  # TUN, routes and saved table stay for the next forwarder
         log.info("signal %d: stopping (TUN %s kept)", signum, args.tun)

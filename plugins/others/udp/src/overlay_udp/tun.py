@@ -80,13 +80,17 @@ def _ip(*args: str) -> None:
 
 def configure(name: str, address: IPv4Address, mtu: int, network: IPv4Network) -> None:
     """As Flannel: ``address``/32 on the device, MTU, up, and ``network dev name`` (idempotent).
-    IPv6 is switched off on the device: the network is IPv4 and the forwarder would only drop
-    the router solicitations the kernel sends there."""
-    try:
-        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as fh:
-            fh.write("1")
-    except FileNotFoundError:  # a kernel without IPv6
-        pass
+
+    Two sysctls of the device: IPv6 off (the network is IPv4; the forwarder would only drop the
+    router solicitations the kernel sends there), and ``accept_local`` on, because the ICMP
+    net-unreachable the forwarder writes back has the TUN's own address as source, which the
+    kernel otherwise drops as a martian (measured: Flannel's replies never reach the sender)."""
+    for knob, value in ((f"ipv6/conf/{name}/disable_ipv6", "1"), (f"ipv4/conf/{name}/accept_local", "1")):
+        try:
+            with open(f"/proc/sys/net/{knob}", "w") as fh:
+                fh.write(value)
+        except FileNotFoundError:  # a kernel without IPv6
+            pass
     _ip("addr", "replace", f"{address}/32", "dev", name)
     _ip("link", "set", "dev", name, "mtu", str(mtu), "up")
     _ip("route", "replace", str(network), "dev", name)
