@@ -193,39 +193,64 @@ def segment_tcp(packet, mss: int, use_numpy: bool = True) -> Segments:
     return Segments(bulk, hl + mss, bytes(last))
 
 
+_STEPS: dict[tuple[int, int], tuple] = {}
+
+
+def _steps(n: int, mss: int) -> tuple:
+    """Cached ``arange(n)`` and ``arange(n) * mss``: in uint64 for building, in uint32 for checking."""
+    steps = _STEPS.get((n, mss))
+    if steps is None:
+        if len(_STEPS) > 256:
+            _STEPS.clear()
+        i = np.arange(n, dtype=np.uint64)
+        steps = _STEPS[(n, mss)] = (i, i * mss, (i * mss).astype(np.uint32))
+    return steps
+
+
 def _segment_bulk_numpy(template: bytearray, ihl: int, payload, mss: int, n: int, ip_id: int, seq: int,
                         flags: int) -> memoryview:
-    """The ``n`` full-size segments built as one (n, hl + mss) array; same bytes as the pure path."""
+    """The ``n`` full-size segments built as one (n, hl + mss) array; same bytes as the pure path.
+
+    Every numpy call costs a microsecond or two whatever its size, so the constant parts of both
+    checksums are summed once in Python and only ids, sequence numbers and payloads per row."""
     hl = len(template)
-    i = np.arange(n, dtype=np.uint64)
+    size = hl + mss
+    i, offsets, _ = _steps(n, mss)
     ids = (ip_id + i) & 0xFFFF
-    seqs = (seq + i * mss) & 0xFFFFFFFF
-    fl = np.full(n, flags & ~CWR, np.uint64)
-    fl[0] = flags
-    const = bytearray(template)  # the per-segment fields zeroed: their sums are added per row below
-    const[2:6] = bytes(4)
+    seqs = (seq + offsets) & 0xFFFFFFFF
+    row = bytearray(template)  # the header every row starts from: its length, the flags of rows 1..n-1
+    _U16.pack_into(row, 2, size)
+    row[ihl + 13] = flags & ~CWR
+    const = bytearray(row)
+    const[4:6] = b"\0\0"
     const[ihl + 4:ihl + 8] = bytes(4)
-    const[ihl + 13] = 0
-    # Payload sums: native little-endian words; x * 256 (mod 0xFFFF) swaps the bytes of a 16-bit
-    # sum, which turns them into big-endian sums. 32-bit words sum like two 16-bit words.
+    # ~fold(s) of a sum s >= 1 is 0xFFFE - (s - 1) % 0xFFFF; the "- 1" goes into the constants
+    ip_base = ones_sum(const[:ihl]) - 1
+    tcp_base = ones_sum(const[12:20]) + PROTO_TCP + size - ihl + ones_sum(const[ihl:]) - 1
+    # Payload sums over native little-endian words: x * 256 (mod 0xFFFF) swaps the bytes of a
+    # 16-bit sum, which turns it into the big-endian sum; 32-bit words sum like two 16-bit words.
     width = 4 if mss % 4 == 0 else 2
-    words = np.frombuffer(payload, "<u%d" % width, n * mss // width).reshape(n, -1)
-    paysum = words.sum(axis=1, dtype=np.uint64) * 256
-    ip_sum = ones_sum(const[:ihl]) + hl + mss + ids
-    tcp_sum = (ones_sum(const[12:20]) + PROTO_TCP + hl - ihl + mss + ones_sum(const[ihl:])
-               + fl + (seqs >> 16) + (seqs & 0xFFFF) + paysum)
-    out = np.empty((n, hl + mss), np.uint8)
-    out[:, :hl] = np.frombuffer(bytes(template), np.uint8)
+    tcp = np.frombuffer(payload, "<u%d" % width, n * mss // width).reshape(n, -1).sum(axis=1, dtype=np.uint64)
+    tcp *= 256
+    tcp += seqs  # a 32-bit word sums like its two halves, modulo 0xFFFF
+    tcp += tcp_base
+    tcp[0] += flags - (flags & ~CWR)  # CWR stays on the first segment
+    out = np.empty((n, size), np.uint8)
+    out[:, :hl] = np.frombuffer(row, np.uint8)
     out[:, hl:] = np.frombuffer(payload, np.uint8, n * mss).reshape(n, mss)
+    out[0, ihl + 13] = flags
     be16 = out.view(">u2")
-    be16[:, 1] = hl + mss
     be16[:, 2] = ids
-    be16[:, ihl // 2 + 2] = seqs >> 16
-    be16[:, ihl // 2 + 3] = seqs & 0xFFFF
-    out[:, ihl + 13] = fl
-    # checksum = ~sum; with sum folded to 1..0xFFFF that is (-sum) mod 0xFFFF
-    be16[:, 5] = 0xFFFE * (ip_sum % 0xFFFF) % 0xFFFF
-    be16[:, ihl // 2 + 8] = 0xFFFE * (tcp_sum % 0xFFFF) % 0xFFFF
+    if size % 4 == 0:
+        out.view(">u4")[:, ihl // 4 + 1] = seqs
+    else:
+        be16[:, ihl // 2 + 2] = seqs >> 16
+        be16[:, ihl // 2 + 3] = seqs & 0xFFFF
+    ids += ip_base
+    ids %= 0xFFFF
+    be16[:, 5] = 0xFFFE - ids
+    tcp %= 0xFFFF
+    be16[:, ihl // 2 + 8] = 0xFFFE - tcp
     return memoryview(out).cast("B")
 
 
@@ -316,25 +341,28 @@ def join_tcp(buf, size: int) -> Joined | None:
     hl = 20 + (buf[32] >> 4) * 4
     if hl < 40 or hl >= size or 0 < n <= hl:
         return None
-    rows = np.frombuffer(buf, np.uint8, k * size).reshape(k, size)
-    heads = np.empty((k + (n > 0), hl), np.uint8)
-    heads[:k] = rows[:, :hl]
-    if n:
-        heads[k] = np.frombuffer(buf[k * size:k * size + hl], np.uint8)
-    be16, be32 = heads.view(">u2"), heads.view(">u4")
     mss = size - hl
+    rows = np.frombuffer(buf, np.uint8, k * size).reshape(k, size)
+    heads = rows[:, :hl]
     flags = heads[:, 33]
-    if (((heads ^ heads[0]) & _fixed_mask(hl)).any() or (flags[:-1] != ACK).any() or int(flags[-1]) & ~PSH != ACK
-            or (be16[:k, 1] != size).any() or (n and int(be16[k, 1]) != n)
-            or (np.diff(be32[:, 6].astype(np.int64)) % (1 << 32) != mss).any()):
+    last_flags = int(flags[-1])
+    seq0 = _U32.unpack_from(buf, 24)[0]
+    if (((heads ^ heads[0]) & _fixed_mask(hl)).any() or (flags[:-1] != ACK).any()
+            or last_flags not in ((ACK,) if n else (ACK, ACK | PSH))
+            or (heads.view(">u2")[:, 1] != size).any()
+            or ((heads.view(">u4")[:, 6].astype(np.uint32) - np.uint32(seq0)) != _steps(k, mss)[2]).any()):
         return None
     parts = [rows[:, hl:].tobytes()]
     if n:
-        parts.append(bytes(buf[k * size + hl:]))
+        tail = buf[k * size:]
+        if (_U16.unpack_from(tail, 2)[0] != n or tail[33] not in (ACK, ACK | PSH)
+                or _flow_key(tail, hl) != _flow_key(buf, hl)
+                or _U32.unpack_from(tail, 24)[0] != (seq0 + k * mss) & 0xFFFFFFFF):
+            return None
+        parts.append(bytes(tail[hl:]))
+        last_flags = tail[33]
     total = k * mss + max(n - hl, 0)
-    last_flags = int(flags[-1])
-    return Joined(bytearray(buf[:hl]), mss, last_flags, parts, total, int(be32[0, 6]),
-                  last_flags == ACK and not n)
+    return Joined(bytearray(buf[:hl]), mss, last_flags, parts, total, seq0, last_flags == ACK and not n)
 
 
 def split(buf, size: int) -> Sequence:
