@@ -318,14 +318,15 @@ def test_restart_after_kill_restores_saved_routes(udp_lab):
     lab = udp_lab()
     lab.add_node(1)
     lab.add_node(2)
-    first = lab.start_forwarder(1)
+    first = lab.start_forwarder(1, {2: 2})  # routes from the command line are saved as well
     lab.start_forwarder(2, {1: 1})
-    control.call(lab.control(1), "set", subnet=lab.subnet(2), peer=lab.node_ip(2))
+    control.call(lab.control(1), "set", subnet=lab.subnet(3), peer=lab.node_ip(3))
     os.kill(first.pid, signal.SIGKILL)
     first.wait(5)
     assert "10.5.0.0/16 dev flannel0" in nsexec(lab.node(1), "ip", "route").stdout
     second = lab.start_forwarder(1)
-    assert lab.wait_ready(1, second)["routes"] == 1
+    assert control.call(lab.control(1), "routes")["routes"] == {lab.subnet(2): lab.node_ip(2),
+                                                                 lab.subnet(3): lab.node_ip(3)}
     assert lost(lab.ping(1, lab.pod_ip(2), count=2)) == (2, 2)
     control.call(lab.control(1), "stop")
     second.wait(10)

@@ -115,6 +115,7 @@ class Forwarder:
         subnet = IPv4Network(args.subnet)
         self.datapath = cls(tun, sock, subnet.network_address, args.mtu, routes, counters)
         log.info("%s path: %s", self.datapath.name, why)
+        self._replace(routes)  # saved from the start: a restart after kill -9 resumes with it
         self.thread = threading.Thread(target=self._run, name=f"udp-{self.datapath.name}", daemon=True)
 
     def _run(self) -> None:
