@@ -119,7 +119,7 @@ def measure(secs: int, pids: list[int]) -> dict:
     gbps = end["sum_received"]["bits_per_second"] / 1e9
     fwd = 100 * (c1 - c0) / os.sysconf("SC_CLK_TCK") / (w1 - w0)
     return {"gbps": round(gbps, 3), "retransmits": end["sum_sent"].get("retransmits"),
-            "fwd_cpu": round(fwd), "cpu_per_gbps": round(fwd / gbps) if pids and gbps else None,
+            "fwd_cpu": round(fwd) if pids else None, "cpu_per_gbps": round(fwd / gbps) if pids and gbps else None,
             "machine_busy": round(100 * (b1 - b0) / max(t1 - t0, 1))}
 
 
@@ -148,10 +148,12 @@ def run(variants: list[str], runs: int, secs: int, tmp: str) -> dict:
     for v, rs in rows.items():
         ok = [r for r in rs if "gbps" in r]
         med = statistics.median(r["gbps"] for r in ok) if ok else 0.0
+        cpu = [r["fwd_cpu"] for r in ok if r["fwd_cpu"] is not None]
+        per_gbps = [r["cpu_per_gbps"] for r in ok if r["cpu_per_gbps"] is not None]
         result["variants"][v] = {"gbps_median": med, "x_vxlan": round(med / vx, 3) if vx else None,
-                                 "fwd_cpu_median": statistics.median(r["fwd_cpu"] for r in ok) if ok else None,
-                                 "cpu_per_gbps_median": statistics.median(r["cpu_per_gbps"] or 0 for r in ok)
-                                 if ok else None, "runs": rs}
+                                 "fwd_cpu_median": statistics.median(cpu) if cpu else None,
+                                 "cpu_per_gbps_median": statistics.median(per_gbps) if per_gbps else None,
+                                 "runs": rs}
     return result
 
 
