@@ -70,6 +70,20 @@ def test_ping_matrix_and_tcp(udp_lab, path):
     assert f"{path} path" in lab.log("fwd-n1.log")
 
 
+def test_without_numpy_the_batch_path_runs_and_says_why(udp_lab):
+    lab = udp_lab()
+    lab.add_node(1)
+    lab.add_node(2)
+    lab.start_forwarder(2, {1: 1})
+    no_numpy = ("import sys; sys.modules['numpy'] = None\n"  # `import numpy` now raises ImportError
+                "from overlay_udp.forwarder import main; sys.exit(main())")
+    argv = lab.forwarder_argv(1, {2: 2})
+    proc = lab.spawn(lab.node(1), [sys.executable, "-c", no_numpy, *argv[3:]], "fwd-n1.log")
+    assert lab.wait_ready(1, proc)["path"] == "batch"
+    assert "batch path: numpy is not installed" in lab.log("fwd-n1.log")
+    assert lost(lab.ping(1, lab.pod_ip(2), count=2)) == (2, 2)
+
+
 FOREIGN = textwrap.dedent("""
     # A Flannel udp node in miniature: raw IPv4 packets as UDP payloads on port 8285.
     import json, socket, struct, sys

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from overlay_core.errors import OverlayError
 
-from . import control
+from . import __version__, control
 from . import tun as tunlib
 from .datapath import PEER_FIELDS, BatchPath, Counters, Datapath, FastPath
 from .packet import np
@@ -143,7 +143,8 @@ class Forwarder:
     def handle(self, req: dict) -> dict:
         op = req.get("op")
         if op == "ping":
-            return {"pid": os.getpid(), "path": self.datapath.name, "routes": len(self.datapath.routes)}
+            return {"pid": os.getpid(), "version": __version__, "path": self.datapath.name,
+                    "routes": len(self.datapath.routes)}
         if op == "routes":
             return {"routes": self.datapath.routes.as_json()}
         if op == "counters":
