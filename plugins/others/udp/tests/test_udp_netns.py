@@ -236,12 +236,13 @@ LISTEN = textwrap.dedent("""
 """)
 
 
-def test_route_changes_take_effect_for_the_next_packet(udp_lab):
+@pytest.mark.parametrize("path", ["fast", "batch"])
+def test_route_changes_take_effect_for_the_next_packet(udp_lab, path):
     lab = udp_lab()
     lab.add_node(1)
     lab.add_node(2)
     lab.add_node(3, pod=False)
-    lab.start_forwarder(1)
+    lab.start_forwarder(1, path=path)
     lab.start_forwarder(2, {1: 1})
     with control.ControlClient(lab.control(1)) as ctl:
         assert ctl.call("routes")["routes"] == {}
@@ -265,6 +266,11 @@ def test_route_changes_take_effect_for_the_next_packet(udp_lab):
         assert ctl.call("counters")["unroutable_dropped"] == before + 1
         ctl.call("replace", routes={lab.subnet(2): lab.node_ip(2)})
         assert lost(lab.ping(1, lab.pod_ip(2), count=1)) == (1, 1)
+        # a peer the underlay has no route to: counted as a send error and a drop for that peer
+        ctl.call("set", subnet=lab.subnet(7), peer="203.0.113.9")
+        assert lost(lab.ping(1, "10.5.7.2", count=1)) == (1, 0)
+        counters = ctl.call("counters")
+        assert counters["send_errors"] == 1 and counters["peers"]["203.0.113.9"]["drops"] == 1
         with pytest.raises(control.ControlError, match="one prefix length"):
             ctl.call("set", subnet="10.6.0.0/16", peer=lab.node_ip(2))
 

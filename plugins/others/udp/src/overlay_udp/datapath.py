@@ -185,6 +185,11 @@ class FastPath(Datapath):
                 continue
             gso = gso_type & 0x7F
             if gso == VNET_GSO_TCPV4 and p[9] == packet.PROTO_TCP and gso_size:
+                ihl = (p[0] & 15) * 4
+                if ihl + (p[ihl + 12] >> 4) * 4 + gso_size > self.mtu:  # a datagram must fit the TUN MTU
+                    counters.malformed += 1
+                    c[DROPS] += 1
+                    continue
                 self._send_segments(packet.segment_tcp(p, gso_size), peer, c)
             elif gso == VNET_GSO_NONE:
                 if flags & VNET_F_NEEDS_CSUM:
@@ -339,13 +344,28 @@ class BatchPath(Datapath):
                 self._flush(pending)
 
     def _flush(self, pending: list[list[int]]) -> None:
-        sent = self._tx.send(self.sock.fileno(), len(pending))
-        for i in range(sent, len(pending)):  # the socket buffer was full (or the send failed) from here on
-            c = pending[i]
-            c[TX_PACKETS] -= 1
-            c[TX_BYTES] -= self._tx.iov[i].len
-            c[DROPS] += 1
-            self.counters.sndbuf_full += 1
+        """Send the batch; a datagram the kernel refuses (no route to that peer, say) is counted and
+        skipped so the rest still go; a full socket buffer drops the rest of the batch."""
+        fd, count, i = self.sock.fileno(), len(pending), 0
+        while i < count:
+            sent, err = self._tx.send(fd, i, count)
+            i += sent
+            if i == count:
+                return
+            if not sent and err in (errno.EAGAIN, errno.ENOBUFS):
+                for j in range(i, count):
+                    self._unsent(pending[j], j)
+                    self.counters.sndbuf_full += 1
+                return
+            if not sent:
+                self._unsent(pending[i], i)
+                self.counters.send_errors += 1
+                i += 1
+
+    def _unsent(self, c: list[int], slot: int) -> None:
+        c[TX_PACKETS] -= 1
+        c[TX_BYTES] -= self._tx.iov[slot].len
+        c[DROPS] += 1
 
     def from_udp(self) -> None:
         rx, counters, sources = self._rx, self.counters, self._sources

@@ -74,11 +74,14 @@ class Ring:
             raise OSError(err, os.strerror(err))
         return r
 
-    def send(self, fd: int, count: int) -> int:
-        """sendmmsg of the first ``count`` slots without blocking: how many went out (the rest found
-        the socket buffer full or failed)."""
-        r = _libc.sendmmsg(fd, self.msgs, count, socket.MSG_DONTWAIT)
-        return max(r, 0)
+    def send(self, fd: int, start: int, count: int) -> tuple[int, int]:
+        """sendmmsg of slots ``start .. count - 1`` without blocking: (how many went out, errno of the
+        first that did not, 0 when all did)."""
+        r = _libc.sendmmsg(fd, ctypes.byref(self.msgs, start * ctypes.sizeof(MMsgHdr)), count - start,
+                           socket.MSG_DONTWAIT)
+        if r < 0:
+            return 0, ctypes.get_errno()
+        return r, 0
 
 
 def sockaddr(ip: str, port: int) -> ctypes.Array:
