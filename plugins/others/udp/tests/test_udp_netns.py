@@ -84,6 +84,21 @@ def test_without_numpy_the_batch_path_runs_and_says_why(udp_lab):
     assert lost(lab.ping(1, lab.pod_ip(2), count=2)) == (2, 2)
 
 
+@pytest.mark.parametrize("extra,error", [
+    (["--route", "10.5.2.0/24"], "--route '10.5.2.0/24': expected SUBNET=PEER_IP"),
+    (["--route", "10.5.2.0/24=1.2.3"], "invalid route table: Expected 4 octets in '1.2.3'"),
+    (["--route", "10.5.2.0/24=192.0.2.2", "--route", "10.6.0.0/16=192.0.2.3"], "must have one prefix length"),
+])
+def test_bad_arguments_are_one_line_errors(udp_lab, extra, error):
+    lab = udp_lab()
+    node = lab.add_node(1, pod=False)
+    result = nsexec(node, *lab.forwarder_argv(1), *extra, check=False, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("overlay-udp forwarder: ") and error in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "flannel0" not in nsexec(node, "ip", "link").stdout  # refused before anything was made
+
+
 FOREIGN = textwrap.dedent("""
     # A Flannel udp node in miniature: raw IPv4 packets as UDP payloads on port 8285.
     import json, socket, struct, sys

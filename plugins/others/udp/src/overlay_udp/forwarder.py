@@ -268,6 +268,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def initial_routes(args: argparse.Namespace) -> RouteTable:
+    """The saved table (a restart) updated with ``--route`` arguments; a one-line error when invalid."""
     routes: dict[str, str] = {}
     try:
         routes.update(json.loads(Path(args.state).read_text()))
@@ -275,14 +276,25 @@ def initial_routes(args: argparse.Namespace) -> RouteTable:
         pass
     except ValueError:
         log.warning("%s is not a route table; starting empty", args.state)
-    routes.update(spec.split("=", 1) for spec in args.route)
-    return RouteTable.from_json(routes, args.port)
+    for spec in args.route:
+        subnet, sep, peer = spec.partition("=")
+        if not sep:
+            raise OverlayError(f"--route {spec!r}: expected SUBNET=PEER_IP, e.g. 10.5.2.0/24=192.0.2.2")
+        routes[subnet] = peer
+    try:
+        return RouteTable.from_json(routes, args.port)
+    except ValueError as e:
+        raise OverlayError(f"invalid route table: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
     try:
+        if not args.subnet.subnet_of(args.network):
+            raise OverlayError(f"--subnet {args.subnet} is not inside --network {args.network}")
+        for path in (args.control, args.state):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         taken = take_over(args.control, args.tun) if args.takeover else None
         if taken:
             tun, sock, routes, counters = taken
@@ -294,14 +306,13 @@ def main(argv: list[str] | None = None) -> int:
                     raise OverlayError(f"a forwarder already answers on {args.control}: use --takeover")
                 except control.ControlError:
                     os.unlink(args.control)  # left by a killed forwarder
+            routes, counters = initial_routes(args), None
             tun = tunlib.open_tun(args.tun)
             sock = open_socket(args.bind, args.port, args.bufsize)
-            routes, counters = initial_routes(args), None
         fwd = Forwarder(args, tun, sock, routes, counters)
         if taken:  # the device is configured already: forward first, the gap is what the peers notice
             fwd.start()
         tunlib.configure(args.tun, args.subnet.network_address, args.mtu, args.network)
-        Path(args.control).parent.mkdir(parents=True, exist_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o077)
         try:
