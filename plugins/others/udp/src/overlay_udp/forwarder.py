@@ -31,11 +31,10 @@ import threading
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from overlay_core.errors import OverlayError
-
 from . import __version__, control
 from . import tun as tunlib
 from .datapath import PEER_FIELDS, BatchPath, Counters, Datapath, FastPath
+from .errors import ForwarderError
 from .packet import np
 from .routes import RouteTable
 
@@ -63,7 +62,7 @@ def choose_path(want: str, tun: tunlib.Tun) -> tuple[type[Datapath], str]:
     if missing:
         tun.set_offload(False)
         if want == "fast":
-            raise OverlayError(f"fast path requested but {', '.join(missing)}")
+            raise ForwarderError(f"fast path requested but {', '.join(missing)}")
         return BatchPath, ", ".join(missing)
     return FastPath, "TSO super-packets, numpy checksums, UDP GSO/GRO"
 
@@ -80,7 +79,7 @@ def open_socket(bind: str, port: int, bufsize: int) -> socket.socket:
         sock.bind((bind, port))
     except OSError as e:
         sock.close()
-        raise OverlayError(f"cannot bind UDP {bind}:{port}: {e.strerror} (another forwarder running?)") from None
+        raise ForwarderError(f"cannot bind UDP {bind}:{port}: {e.strerror} (another forwarder running?)") from None
     return sock
 
 
@@ -279,12 +278,12 @@ def initial_routes(args: argparse.Namespace) -> RouteTable:
     for spec in args.route:
         subnet, sep, peer = spec.partition("=")
         if not sep:
-            raise OverlayError(f"--route {spec!r}: expected SUBNET=PEER_IP, e.g. 10.5.2.0/24=192.0.2.2")
+            raise ForwarderError(f"--route {spec!r}: expected SUBNET=PEER_IP, e.g. 10.5.2.0/24=192.0.2.2")
         routes[subnet] = peer
     try:
         return RouteTable.from_json(routes, args.port)
     except ValueError as e:
-        raise OverlayError(f"invalid route table: {e}") from None
+        raise ForwarderError(f"invalid route table: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if not args.subnet.subnet_of(args.network):
-            raise OverlayError(f"--subnet {args.subnet} is not inside --network {args.network}")
+            raise ForwarderError(f"--subnet {args.subnet} is not inside --network {args.network}")
         for path in (args.control, args.state):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         taken = take_over(args.control, args.tun) if args.takeover else None
@@ -303,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             if os.path.exists(args.control):
                 try:
                     control.call(args.control, "ping", timeout=1.0)
-                    raise OverlayError(f"a forwarder already answers on {args.control}: use --takeover")
+                    raise ForwarderError(f"a forwarder already answers on {args.control}: use --takeover")
                 except control.ControlError:
                     os.unlink(args.control)  # left by a killed forwarder
             routes, counters = initial_routes(args), None
@@ -320,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             os.umask(old_umask)
         listener.listen(16)
-    except (OverlayError, control.ControlError) as e:
+    except (ForwarderError, control.ControlError) as e:
         print(f"overlay-udp forwarder: {e}", file=sys.stderr)
         return 1
     if not taken:

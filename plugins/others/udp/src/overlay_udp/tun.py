@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from overlay_core.errors import KernelFeatureMissingError, OverlayError
+from .errors import ForwarderError
 
 TUNSETIFF, TUNSETPERSIST, TUNSETOFFLOAD, TUNGETIFF = 0x400454CA, 0x400454CB, 0x400454D0, 0x800454D2
 IFF_TUN, IFF_NO_PI, IFF_VNET_HDR = 0x0001, 0x1000, 0x4000
@@ -49,7 +49,7 @@ class Tun:
         name, flags = _IFREQ.unpack(fcntl.ioctl(self.fd, TUNGETIFF, bytes(_IFREQ.size))[:_IFREQ.size])
         want = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR
         if flags & want != want:
-            raise OverlayError(f"{self.name}: handed-over TUN has flags {flags:#x}, need {want:#x}")
+            raise ForwarderError(f"{self.name}: handed-over TUN has flags {flags:#x}, need {want:#x}")
 
 
 def open_tun(name: str) -> Tun:
@@ -57,16 +57,17 @@ def open_tun(name: str) -> Tun:
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise KernelFeatureMissingError("/dev/net/tun is missing: load the tun module (modprobe tun)") from None
+        raise ForwarderError("/dev/net/tun is missing: load the tun module (modprobe tun)") from None
     try:
         fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
     except OSError as e:
         os.close(fd)
         if e.errno == errno.EBUSY:
-            raise OverlayError(f"TUN {name} is in use by another process: stop the other forwarder") from None
+            raise ForwarderError(f"TUN {name} is in use by another process: stop the other forwarder") from None
         if e.errno == errno.EINVAL:
-            raise OverlayError(f"{name} exists but is not a single-queue TUN: delete it (ip link del {name})") from None
-        raise OverlayError(f"cannot open TUN {name}: {e.strerror}") from None
+            raise ForwarderError(f"{name} exists but is not a single-queue TUN: delete it (ip link del {name})") \
+                from None
+        raise ForwarderError(f"cannot open TUN {name}: {e.strerror}") from None
     tun = Tun(fd, name)
     tun.set_persist(True)
     return tun
@@ -75,7 +76,7 @@ def open_tun(name: str) -> Tun:
 def _ip(*args: str) -> None:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
-        raise OverlayError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+        raise ForwarderError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
 
 
 def configure(name: str, address: IPv4Address, mtu: int, network: IPv4Network) -> None:
