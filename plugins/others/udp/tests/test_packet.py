@@ -98,6 +98,20 @@ def test_net_unreachable_as_flannel():
     assert reference_checksum(icmp) == 0
 
 
+@given(st.sampled_from([6, 17, 47, 132]), st.integers(0, 40).map(lambda n: n & ~3), st.binary(max_size=40),
+       st.integers(1, 255), st.binary(min_size=8, max_size=8))
+def test_net_unreachable_quotes_header_and_eight_bytes(proto, options_len, body, ttl, addrs):
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45 + options_len // 4, 0, 0, 1, 0x4000, ttl, proto, 0,
+                              addrs[:4], addrs[4:])) + bytes(options_len)
+    offender = h + body
+    struct.pack_into("!H", offender, 2, len(offender))
+    struct.pack_into("!H", offender, 10, reference_checksum(bytes(offender[:len(h)])))
+    reply = net_unreachable(offender, bytes([10, 5, 1, 0]))
+    assert ip_header_ok(reply) and reply[8] == 8 and reply[16:20] == addrs[:4]
+    assert reply[28:] == offender[:len(h) + 8]
+    assert reference_checksum(reply[20:]) == 0
+
+
 def test_net_unreachable_not_for_icmp_nor_later_fragments():
     src = bytes(4)
     assert net_unreachable(ip_header(proto=1, total=28) + bytes(8), src) is None
