@@ -64,8 +64,8 @@ def test_ping_matrix_and_tcp(udp_lab, path):
     c1, c2 = (control.call(lab.control(i), "counters") for i in (1, 2))
     assert c1["path"] == path
     assert c1["peers"][lab.node_ip(2)]["tx_bytes"] > received
-    assert c2["peers"][lab.node_ip(1)]["rx_bytes"] == c1["peers"][lab.node_ip(2)]["tx_bytes"] - \
-        c1["peers"][lab.node_ip(2)]["drops"] * 0  # every datagram node 1 sent arrived (same bytes)
+    sent, arrived = c1["peers"][lab.node_ip(2)]["tx_bytes"], c2["peers"][lab.node_ip(1)]["rx_bytes"]
+    assert arrived == sent or (arrived < sent and c2["udp_rcvbuf_drops"] > 0)  # a loss is a counted one
     assert c1["icmp_unreachable_sent"] == 0 and c1["malformed"] == 0
     assert f"{path} path" in lab.log("fwd-n1.log")
 
