@@ -8,8 +8,9 @@ Topology (namespaces udt-bench-*, removed at the end, also on failure):
     pa[10.5.1.2] =veth= na[10.5.1.1 | eth0 192.0.2.1] =veth= nb[eth0 192.0.2.2 | 10.5.2.1] =veth= pb[10.5.2.2]
 Pods get the path's MTU as a route MTU (VXLAN 1450, udp 1472). ``fwd_cpu`` is the CPU of both
 forwarder processes (100 = one core), ``cpu_per_gbps`` that divided by the throughput;
-``machine_busy`` is the whole machine (other tenants included), the only CPU figure for VXLAN,
-whose work happens in softirq.
+``machine_busy`` is the whole machine (other tenants included) and ``machine_cpu_per_gbps`` that
+in percent of one core per Gbit/s: the only CPU figure for VXLAN, whose work happens in softirq,
+and an upper bound (iperf3 and other tenants are in it).
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ def measure(secs: int, pids: list[int]) -> dict:
     fwd = 100 * (c1 - c0) / os.sysconf("SC_CLK_TCK") / (w1 - w0)
     return {"gbps": round(gbps, 3), "retransmits": end["sum_sent"].get("retransmits"),
             "fwd_cpu": round(fwd) if pids else None, "cpu_per_gbps": round(fwd / gbps) if pids and gbps else None,
-            "machine_busy": round(100 * (b1 - b0) / max(t1 - t0, 1))}
+            "machine_busy": round(100 * (b1 - b0) / max(t1 - t0, 1)),
+            "machine_cpu_per_gbps": round(100 * (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or 1) / gbps)
+            if gbps else None}
 
 
 def run(variants: list[str], runs: int, secs: int, tmp: str) -> dict:
@@ -150,7 +153,9 @@ def run(variants: list[str], runs: int, secs: int, tmp: str) -> dict:
         med = statistics.median(r["gbps"] for r in ok) if ok else 0.0
         cpu = [r["fwd_cpu"] for r in ok if r["fwd_cpu"] is not None]
         per_gbps = [r["cpu_per_gbps"] for r in ok if r["cpu_per_gbps"] is not None]
+        machine = [r["machine_cpu_per_gbps"] for r in ok if r["machine_cpu_per_gbps"] is not None]
         result["variants"][v] = {"gbps_median": med, "x_vxlan": round(med / vx, 3) if vx else None,
+                                 "machine_cpu_per_gbps_median": statistics.median(machine) if machine else None,
                                  "fwd_cpu_median": statistics.median(cpu) if cpu else None,
                                  "cpu_per_gbps_median": statistics.median(per_gbps) if per_gbps else None,
                                  "runs": rs}
