@@ -82,7 +82,8 @@ class Datapath:
         sock.setblocking(False)
 
     def stop(self) -> None:
-        """Make ``run`` return (from any thread)."""
+        """Make ``run`` return (from any thread; again is harmless). The eventfd stays open for the
+        life of the process, so a late call never writes into a reused descriptor number."""
         os.eventfd_write(self._wake, 1)
 
     def run(self) -> None:
@@ -104,7 +105,6 @@ class Datapath:
                         pass
         finally:
             ep.close()
-            os.close(self._wake)
 
     def from_tun(self) -> None:
         raise NotImplementedError

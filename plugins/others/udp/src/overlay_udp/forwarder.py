@@ -134,10 +134,14 @@ class Forwarder:
     # -- routes
 
     def _replace(self, routes: RouteTable) -> None:
+        """Use ``routes`` from the next packet on, then save them for a restart (best effort)."""
         self.datapath.routes = routes
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(routes.as_json()))
-        os.replace(tmp, self.state_file)
+        try:
+            tmp.write_text(json.dumps(routes.as_json()))
+            os.replace(tmp, self.state_file)
+        except OSError as e:
+            log.warning("routes not saved to %s (%s): a restart would start without them", self.state_file, e)
 
     def handle(self, req: dict) -> dict:
         op = req.get("op")

@@ -18,7 +18,6 @@ because 2**16 == 1 (mod 0xFFFF). That makes a 1400-byte payload sum one C-level 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 try:
@@ -363,8 +362,3 @@ def join_tcp(buf, size: int) -> Joined | None:
         last_flags = tail[33]
     total = k * mss + max(n - hl, 0)
     return Joined(bytearray(buf[:hl]), mss, last_flags, parts, total, seq0, last_flags == ACK and not n)
-
-
-def split(buf, size: int) -> Sequence:
-    """The datagrams of one UDP_GRO receive: ``size`` bytes each, the last maybe shorter."""
-    return [buf[o:o + size] for o in range(0, len(buf), size)]

@@ -34,13 +34,6 @@ class RouteTable:
         """The socket address for the destination of the IPv4 ``packet``, or None."""
         return self._by_net.get(int.from_bytes(packet[16:20], "big") & self.mask)
 
-    def lookup_address(self, address: IPv4Address) -> tuple[str, int] | None:
-        return self._by_net.get(int(address) & self.mask)
-
-    @property
-    def subnets(self) -> Mapping[IPv4Network, IPv4Address]:
-        return self._subnets
-
     def with_route(self, subnet: IPv4Network, peer: IPv4Address) -> RouteTable:
         """A new table where ``subnet`` goes to ``peer`` (added or changed)."""
         return RouteTable({**self._subnets, IPv4Network(subnet): IPv4Address(peer)}, self.port)
