@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,7 @@ def main() -> None:
     finally:
         for ns in (PA, NA, NB, PB):
             delete_namespace(ns)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
