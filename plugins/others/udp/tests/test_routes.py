@@ -37,3 +37,4 @@ def test_mixed_prefix_lengths_are_refused():
     with pytest.raises(ValueError, match="one prefix length"):
         RouteTable({IPv4Network("10.5.2.0/24"): IPv4Address("192.0.2.2"),
                     IPv4Network("10.6.0.0/16"): IPv4Address("192.0.2.3")})
+

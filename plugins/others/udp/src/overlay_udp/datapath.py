@@ -38,6 +38,7 @@ UDP_SEGMENT, UDP_GRO = 103, 104
 BATCH = 64
 MAX_GSO_SEGMENTS = 64
 MAX_UDP_PAYLOAD = 65507
+MAX_PEERS = 4096
 JOIN_MIN_SEGMENTS = 8  # below this a numpy join costs more than writing the packets one by one
 
 # per-peer counter slots
@@ -56,9 +57,15 @@ class Counters:
             setattr(self, name, 0)
 
     def peer(self, ip: str) -> list[int]:
+        """The counters of ``ip``; past MAX_PEERS addresses, new ones share the row "other" (anyone
+        can send us datagrams from any address: the table must not grow without bound)."""
         c = self.peers.get(ip)
         if c is None:
-            c = self.peers[ip] = [0, 0, 0, 0, 0]
+            if len(self.peers) >= MAX_PEERS:
+                ip = "other"
+                c = self.peers.get(ip)
+            if c is None:
+                c = self.peers[ip] = [0, 0, 0, 0, 0]
         return c
 
     def snapshot(self) -> dict:
