@@ -1,0 +1,40 @@
+"""routes.py: the immutable, masked-dict route table."""
+
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from overlay_udp.routes import RouteTable
+
+
+def pkt(dst: str) -> bytes:
+    return bytes(16) + IPv4Address(dst).packed
+
+
+def test_lookup_by_masked_destination():
+    t = RouteTable({IPv4Network("10.5.2.0/24"): IPv4Address("192.0.2.2"),
+                    IPv4Network("10.5.3.0/24"): IPv4Address("192.0.2.3")}, port=8285)
+    assert t.lookup(pkt("10.5.2.77")) == ("192.0.2.2", 8285)
+    assert t.lookup(pkt("10.5.3.0")) == ("192.0.2.3", 8285)
+    assert t.lookup(pkt("10.5.3.255")) == ("192.0.2.3", 8285)
+    assert t.lookup(pkt("10.5.4.1")) is None
+    assert RouteTable().lookup(pkt("10.5.2.1")) is None
+
+
+def test_updates_return_new_tables_and_leave_the_old_alone():
+    t = RouteTable({IPv4Network("10.5.2.0/24"): IPv4Address("192.0.2.2")}, port=9000)
+    changed = t.with_route(IPv4Network("10.5.2.0/24"), IPv4Address("192.0.2.9"))
+    added = changed.with_route(IPv4Network("10.5.7.0/24"), IPv4Address("192.0.2.7"))
+    removed = added.without_route(IPv4Network("10.5.2.0/24"))
+    assert t.lookup(pkt("10.5.2.1")) == ("192.0.2.2", 9000)
+    assert changed.lookup(pkt("10.5.2.1")) == ("192.0.2.9", 9000)
+    assert added.lookup(pkt("10.5.7.1")) == ("192.0.2.7", 9000)
+    assert removed.lookup(pkt("10.5.2.1")) is None and len(removed) == 1
+    assert removed.without_route(IPv4Network("10.5.99.0/24")) == removed
+    assert RouteTable.from_json(added.as_json(), 9000) == added
+
+
+def test_mixed_prefix_lengths_are_refused():
+    with pytest.raises(ValueError, match="one prefix length"):
+        RouteTable({IPv4Network("10.5.2.0/24"): IPv4Address("192.0.2.2"),
+                    IPv4Network("10.6.0.0/16"): IPv4Address("192.0.2.3")})
+
