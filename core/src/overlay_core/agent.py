@@ -1,33 +1,32 @@
 """The agent: one node's life, from config to lease to programmed peers, as a trio task tree.
 
 Startup order (Flannel's, reference §3.2): health server → config (retried until valid) →
-backend → external interface → backend options → firewall tool → lease (guarded writes) → firewall rules →
-subnet file → peer snapshot programmed → ready. Then, side by side: the peer watch, lease
-renewal, periodic reconcile, firewall drift checks and config checks. Cancellation (SIGTERM)
-leaves the lease, kernel state, rules and subnet file as they are.
+backend → external interface → backend options → firewall tool → lease (guarded writes) →
+lease hooks (backend devices, firewall rules, subnet file) → peer snapshot programmed → ready.
+Then, side by side: the peer watch, lease renewal, periodic reconcile and config checks, the
+kernel monitor, and the built-in plugins' tasks. Each job lives in its own module; the agent
+wires them. Cancellation (SIGTERM) leaves the lease, kernel state, rules and subnet file.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
-from . import subnetfile
 from .backend import Backend, LeaseRequest, Node
-from .blackhole import keep_blackhole_routes
+from .builtin import BlackholeRoutes, FirewallRules, SubnetFile
 from .config import NetworkConfig
-from .dataplane.firewall import FamilyRules, Firewall, open_firewall
+from .config_watch import ConfigWatch
 from .dataplane.monitor import monitor_kernel
 from .dataplane.netlink import Netlink
 from .dispatch import PeerDispatcher
 from .errors import ConfigError, OverlayError
-from .etcd import EtcdOptions, EtcdStore, StoreUnavailable
+from .etcd import EtcdOptions, EtcdStore, retry_store
 from .health import HealthServer
 from .iface import IfaceOptions, read_interfaces, select_interface
 from .lease import UNSET_IP, Lease, LeaseAttrs
@@ -35,7 +34,6 @@ from .lease_keeper import LeaseKeeper
 from .metrics import Metrics, PeerStatusCollector
 from .peers import PeerBatch, PeerSet, PeerWatcher
 from .plugins import Hooks, PluginManager, load_backend_class
-from .retry import Backoff, OutageLog
 from .runtime import release_memory, sd_notify
 from .services import Services, Supervisor, TaskGroup
 from .subnets import LEASE_TTL, Keys, SubnetManager
@@ -43,10 +41,6 @@ from .validity import LeaseRules, local_networks
 
 LOGGER = logging.getLogger("overlay.agent")
 
-T = TypeVar("T")
-
-STORE_BACKOFF_START = 0.2
-STORE_BACKOFF_MAX = 5.0
 CONFIG_RETRY = 1.0
 SHUTDOWN_GRACE = 1.0
 RECONCILE_DEBOUNCE = 0.05
@@ -98,23 +92,23 @@ class Agent:
         self.metrics = Metrics()
         self.netlink = Netlink()
         self.peer_set = PeerSet()
+        self.config_watch = ConfigWatch(self.subnets.get_config, self.metrics)
         self.phase = "starting"
-        self.conflict = ""
-        self.config_error = ""
         self.node: Node | None = None
         self.backend: Backend | None = None
         self.keeper: LeaseKeeper | None = None
         self.services: Services | None = None
         self.dispatcher: PeerDispatcher | None = None
-        self.firewall: Firewall | None = None
-        self.subnet_file_written = False
+        self.builtins: list[Any] = []
         self.synced = False
         self.local: tuple = ()
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
-        self.metrics.config_valid.set(1)
         self.metrics.registry.register(PeerStatusCollector(self._peer_statuses))
         self.store.on_state = self._store_state
+
+    def _retry(self, what, fn):
+        return retry_store(what, fn, self.subnets.rand)
 
     def _peer_statuses(self) -> dict:
         return self.hooks.peer_status(self.node) if self.node is not None else {}
@@ -127,11 +121,10 @@ class Agent:
 
     @property
     def ready(self) -> bool:
-        firewall_ok = self.firewall is None or self.firewall.in_place
-        return self.synced and self.subnet_file_written and firewall_ok and not self.conflict
+        return self.synced and all(b.ready for b in self.builtins) and not self.config_watch.conflict
 
     def report(self) -> tuple[bool, dict[str, Any]]:
-        facts: dict[str, Any] = {"phase": self.phase}
+        facts: dict[str, Any] = {"phase": self.phase, "store": self.store.state(), **self.config_watch.report()}
         node = self.node
         if node is not None:
             facts["backend"] = node.config.backend_type
@@ -139,17 +132,12 @@ class Agent:
         if node is not None and node.lease is not None:
             facts["subnet"] = str(node.lease.subnet) if node.lease.subnet else None
             facts["ipv6_subnet"] = str(node.lease.ipv6_subnet) if node.lease.ipv6_subnet else None
-            facts["peers"] = len(self.dispatcher.accepted) if self.dispatcher else 0
+            facts["peers"] = len(self.accepted_peers())
             facts["reservation"] = node.lease.is_reservation
-        facts["store"] = self.store.state()
         if self.services is not None and self.services.supervisor.helpers:
             facts["helpers"] = self.services.supervisor.report()
         if self.dispatcher is not None and self.dispatcher.rejected:
             facts["rejected_leases"] = self.dispatcher.report()
-        if self.conflict:
-            facts["conflict"] = self.conflict
-        if self.config_error:
-            facts["config_error"] = self.config_error
         if self.keeper is not None and self.keeper.waiting:
             facts["waiting"] = self.keeper.waiting
         if node is not None:
@@ -160,34 +148,6 @@ class Agent:
         ready = self.ready
         self.metrics.ready.set(1 if ready else 0)
         return ready, facts
-
-    # -- store access with retry -----------------------------------------------------------
-
-    async def _retry(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Call ``fn`` until etcd answers, logging the outage every 30 s, never crashing."""
-        backoff = Backoff(STORE_BACKOFF_START, STORE_BACKOFF_MAX, rand=self.subnets.rand)
-        outage = OutageLog(LOGGER, what)
-        while True:
-            try:
-                result = await fn()
-            except StoreUnavailable as exc:
-                outage.failed(exc)
-                await backoff.sleep()
-                continue
-            outage.recovered()
-            return result
-
-    async def _fetch_config(self) -> NetworkConfig:
-        self.phase = "fetching-config"
-        last_error = ""
-        while True:
-            try:
-                return await self._retry("reading the network config", self.subnets.get_config)
-            except ConfigError as exc:
-                if str(exc) != last_error:
-                    LOGGER.error("%s (retrying every %.0f s)", exc, CONFIG_RETRY)
-                    last_error = str(exc)
-                await trio.sleep(CONFIG_RETRY)
 
     # -- peers ---------------------------------------------------------------------------
 
@@ -215,45 +175,35 @@ class Agent:
         self.metrics.watch_revision.set(self.peer_set.revision)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    def _rules(self) -> LeaseRules:
-        assert self.node is not None
+    async def _judge_again(self) -> None:
+        """Judge every peer lease again: our subnet or the node's addresses changed."""
+        assert self.node is not None and self.dispatcher is not None
         lease = self.node.lease
         own = tuple(n for n in ((lease.subnet, lease.ipv6_subnet) if lease else ()) if n is not None)
-        return LeaseRules(self.node.config, own, self.local)
-
-    async def _rules_changed(self) -> None:
-        """Judge every peer lease again (our subnet or the node's addresses changed)."""
-        if self.dispatcher is not None:
-            await self.dispatcher.deliver(self.dispatcher.rules_changed(self._rules()))
+        rules = LeaseRules(self.node.config, own, self.local)
+        await self.dispatcher.deliver(self.dispatcher.rules_changed(rules))
 
     async def _taken(self, lease: Lease) -> None:
-        """Steps for a lease we now hold: backend hooks, firewall, subnet file, peer rules."""
+        """A lease we now hold: backend devices, firewall rules and subnet file (lease hooks), peers judged again."""
         await self.hooks.lease_acquired(lease, self.node)
-        await self._setup_firewall()
-        await self._write_subnet_file()
-        await self._rules_changed()
+        await self._judge_again()
 
     async def _addresses_loop(self) -> None:
-        """Re-read the node's addresses when they change: a peer lease that overlapped one of
-        them (or no longer does) is judged again."""
         while True:
             await self._addresses_changed.wait()
             await trio.sleep(RECONCILE_DEBOUNCE)
             self._addresses_changed = trio.Event()
-            snapshot = await read_interfaces(self.netlink)
-            self.local = local_networks(snapshot.links)
-            await self._rules_changed()
+            self.local = local_networks((await read_interfaces(self.netlink)).links)
+            await self._judge_again()
 
     # -- periodic work ---------------------------------------------------------------------
-
-    def _addresses_changed_soon(self) -> None:
-        self._addresses_changed.set()
 
     def request_reconcile(self) -> None:
         """Run the reconcile hook soon (kernel drift seen, or a peer hook failed)."""
         self._reconcile_now.set()
 
     async def _reconcile_loop(self) -> None:
+        assert self.node is not None
         while True:
             with trio.move_on_after(self.options.reconcile_interval):
                 await self._reconcile_now.wait()
@@ -261,90 +211,35 @@ class Agent:
             self._reconcile_now = trio.Event()
             self.metrics.reconciles.inc()
             await self.hooks.reconcile(self.accepted_peers(), self.node)
-            await self._check_config()
-
-    async def _firewall_loop(self) -> None:
-        while True:
-            await trio.sleep(self.options.firewall_resync)
-            if self.firewall is not None:
-                try:
-                    repaired = await self.firewall.check()
-                except Exception as exc:  # a failing nft/iptables call must not stop the node
-                    LOGGER.error("firewall check failed: %s", exc)
-                    continue
-                if repaired:
-                    self.metrics.firewall_repairs.inc(repaired)
-
-    async def _check_config(self) -> None:
-        """Keep running on the last good config: warn once about an unusable one (and show it in
-        /readyz), refuse a change of the backend type or the network."""
-        node = self.node
-        assert node is not None
-        try:
-            fresh = await self.subnets.get_config()
-        except StoreUnavailable as exc:
-            LOGGER.debug("config check skipped: %s", exc)
-            return
-        except ConfigError as exc:
-            error = f"the network config in the store is unusable ({exc}); running on the last good one"
-            if error != self.config_error:
-                LOGGER.warning("%s", error)
-            self.config_error = error
-            self.metrics.config_valid.set(0)
-            return
-        if self.config_error:
-            LOGGER.info("the network config in the store is valid again")
-            self.config_error = ""
-        self.metrics.config_valid.set(0 if self.conflict else 1)
-        if fresh.same_network(node.config):
-            if self.conflict:
-                LOGGER.info("network config matches the running one again")
-            self.conflict = ""
-            if fresh.raw != node.config.raw and fresh.backend != node.config.backend:
-                LOGGER.info("backend options changed; restart the agent to apply them")
-            return
-        conflict = (
-            f"the network config now asks for backend {fresh.backend_type!r} on "
-            f"{fresh.network or fresh.ipv6_network}, but this agent runs {node.config.backend_type!r} "
-            f"on {node.config.network or node.config.ipv6_network}; the change is refused and the "
-            "data plane is kept: restore the config, or drain and restart the nodes"
-        )
-        if conflict != self.conflict:
-            LOGGER.error("%s", conflict)
-        self.conflict = conflict
-        self.metrics.config_valid.set(0)
+            await self.config_watch.check(self.node.config)
 
     # -- setup steps -------------------------------------------------------------------------
 
-    async def _open_firewall(self, config: NetworkConfig) -> None:
-        """Find the firewall tool (a start-up precondition) before anything is written to the store."""
-        if self.options.ip_masq or self.options.forward_rules:
-            versions = tuple(v for v, rng in ((4, config.ipv4), (6, config.ipv6)) if rng is not None)
-            self.firewall = Firewall(await trio.to_thread.run_sync(open_firewall, config.enable_nftables, versions), [])
+    async def _fetch_config(self) -> NetworkConfig:
+        self.phase = "fetching-config"
+        last_error = ""
+        while True:
+            try:
+                return await self._retry("reading the network config", self.subnets.get_config)
+            except ConfigError as exc:
+                if str(exc) != last_error:
+                    LOGGER.error("%s (retrying every %.0f s)", exc, CONFIG_RETRY)
+                    last_error = str(exc)
+                await trio.sleep(CONFIG_RETRY)
 
-    async def _setup_firewall(self) -> None:
-        node = self.node
-        assert node is not None and node.lease is not None
+    def _register_builtins(self, services: Services) -> tuple[FirewallRules, SubnetFile]:
         opts = self.options
-        if self.firewall is None:
-            return
-        rules = []
-        for rng, subnet in ((node.config.ipv4, node.lease.subnet), (node.config.ipv6, node.lease.ipv6_subnet)):
-            if rng is not None and subnet is not None:
-                rules.append(FamilyRules(rng.network, subnet, opts.ip_masq, opts.forward_rules,
-                                         opts.masq_fully_random))
-        self.firewall.rules = rules
-        await self.firewall.apply()
+        firewall = FirewallRules(opts.ip_masq, opts.forward_rules, opts.masq_fully_random, opts.firewall_resync,
+                                 services.tasks, self.metrics)
+        subnet_file = SubnetFile(opts.subnet_file, opts.ip_masq)
+        self.builtins = [firewall, subnet_file]
+        if opts.blackhole_route:
+            self.builtins.append(BlackholeRoutes(self.netlink, opts.firewall_resync, services.tasks))
+        for plugin in self.builtins:
+            self.plugins.register(plugin, name=f"builtin:{type(plugin).__name__}")
+        return firewall, subnet_file
 
-    async def _write_subnet_file(self) -> None:
-        node = self.node
-        assert node is not None and node.lease is not None
-        text = subnetfile.render(node.config, node.lease, node.mtu, self.options.ip_masq)
-        await trio.to_thread.run_sync(subnetfile.write, self.options.subnet_file, text)
-        self.subnet_file_written = True
-        LOGGER.info("wrote %s", self.options.subnet_file)
-
-    async def _start_backend(self, config: NetworkConfig) -> Node:
+    async def _start_backend(self, config: NetworkConfig, services: Services) -> Node:
         backend_cls = load_backend_class(config.backend_type)
         observers = self.plugins.load_observers()
         snapshot = await read_interfaces(self.netlink, self.options.iface.can_reach)
@@ -352,14 +247,10 @@ class Agent:
         iface = select_interface(
             snapshot, replace(self.options.iface, ipv4=config.ipv4 is not None, ipv6=config.ipv6 is not None),
         )
-        LOGGER.info(
-            "using interface %s (index %d, MTU %d), public IP %s%s",
-            iface.name, iface.index, iface.mtu, iface.public_ip or "-",
-            f", public IPv6 {iface.public_ipv6}" if iface.public_ipv6 else "",
-        )
+        LOGGER.info("using interface %s (index %d, MTU %d), public IP %s%s", iface.name, iface.index, iface.mtu,
+                    iface.public_ip or "-", f", public IPv6 {iface.public_ipv6}" if iface.public_ipv6 else "")
         node = self.node = Node(config, iface, self.netlink, metrics=self.metrics)
-        assert self.services is not None
-        self.backend = backend_cls(node, self.services)
+        self.backend = backend_cls(node, services)
         self.plugins.register(self.backend, name=f"backend:{backend_cls.type}")
         self.dispatcher = PeerDispatcher(LeaseRules(config), self.backend.accepts, self.hooks, node, self.metrics)
         self.keeper = LeaseKeeper(node, self.subnets, self.peer_set, self._retry, self._taken, self.hooks,
@@ -369,18 +260,13 @@ class Agent:
         await self.hooks.network_config(config, node)
         return node
 
-    async def _lease_attrs(self, node: Node) -> tuple[LeaseAttrs, int]:
+    async def _lease_attrs(self, node: Node) -> LeaseAttrs:
         assert self.backend is not None
         request = (await self.hooks.lease_request(node.config, node)
                    or LeaseRequest(self.backend.advertised_type(), node.iface.mtu))
-        attrs = LeaseAttrs(
-            node.iface.public_ip or UNSET_IP,
-            node.iface.public_ipv6,
-            request.backend_type,
-            request.backend_data,
-            request.backend_v6_data,
-        )
-        return attrs, request.mtu
+        node.mtu = request.mtu
+        return LeaseAttrs(node.iface.public_ip or UNSET_IP, node.iface.public_ipv6, request.backend_type,
+                          request.backend_data, request.backend_v6_data)
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -389,40 +275,35 @@ class Agent:
         async with trio.open_nursery() as nursery:
             tasks = TaskGroup(nursery)
             state_dir = Path(self.options.state_dir)
-            self.services = Services(tasks, Supervisor(state_dir, tasks, self.metrics.registry), state_dir,
-                                     self.netlink, self.metrics.registry, self.request_reconcile)
+            services = self.services = Services(tasks, Supervisor(state_dir, tasks, self.metrics.registry),
+                                                state_dir, self.netlink, self.metrics.registry,
+                                                self.request_reconcile)
             if self.options.healthz_port:
                 server = HealthServer(self.report, self.metrics.registry)
                 await nursery.start(server.serve, self.options.healthz_ip, self.options.healthz_port)
             config = await self._fetch_config()
             LOGGER.info("network config: %s", config.raw.strip())
-            node = await self._start_backend(config)
-            await self._open_firewall(config)
-            attrs, node.mtu = await self._lease_attrs(node)
+            firewall, subnet_file = self._register_builtins(services)
+            node = await self._start_backend(config, services)
+            await firewall.open(config)  # a precondition: checked before anything is written to the store
+            attrs = await self._lease_attrs(node)
             self.phase = "acquiring-lease"
-            previous = subnetfile.previous_subnets(self.options.subnet_file)
             keeper = self.keeper
             assert keeper is not None
-            lease = await keeper.acquire(config, attrs, previous)
-            await keeper.take(lease)
+            await keeper.take(await keeper.acquire(config, attrs, subnet_file.previous()))
             self.phase = "syncing-peers"
             watcher = PeerWatcher(self.store, self.keys.subnets, self.peer_set, self.on_batch,
                                   keeper.on_own, self.metrics)
             await nursery.start(watcher.run)
             nursery.start_soon(keeper.renew_loop)
             nursery.start_soon(self._reconcile_loop)
-            await nursery.start(monitor_kernel, node.owned_links, self.request_reconcile,
-                                self._addresses_changed_soon)
+            await nursery.start(monitor_kernel, node.owned_links, self.request_reconcile, self._addresses_changed.set)
             nursery.start_soon(self._addresses_loop)
-            nursery.start_soon(self._firewall_loop)
-            if self.options.blackhole_route:
-                period = self.options.firewall_resync
-                nursery.start_soon(keep_blackhole_routes, self.netlink, lambda: node.lease, period)
             self.phase = "running"
             release_memory()
             self.report()
             sd_notify("READY=1")
-            LOGGER.info("ready: subnet %s, %d peers", lease.describe(), len(self.accepted_peers()))
+            LOGGER.info("ready: subnet %s, %d peers", node.lease.describe(), len(self.accepted_peers()))
             task_status.started(self)
 
     async def shutdown(self) -> None:

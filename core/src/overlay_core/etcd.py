@@ -21,6 +21,7 @@ import grpc
 import trio
 
 from .errors import StoreError
+from .retry import Backoff, OutageLog
 
 LOGGER = logging.getLogger("overlay.etcd")
 
@@ -410,3 +411,23 @@ class EtcdStore:
             nursery.cancel_scope.cancel()
         if error is not None:
             raise error
+
+
+STORE_BACKOFF_START = 0.2
+STORE_BACKOFF_MAX = 5.0
+
+
+async def retry_store(what: str, fn, rand=None):
+    """``await fn()`` until etcd answers: jittered backoff from 0.2 s to 5 s, the outage logged
+    when it starts, every 30 s and when it ends. Never raises ``StoreUnavailable``."""
+    backoff = Backoff(STORE_BACKOFF_START, STORE_BACKOFF_MAX, rand=rand)
+    outage = OutageLog(LOGGER, what)
+    while True:
+        try:
+            result = await fn()
+        except StoreUnavailable as exc:
+            outage.failed(exc)
+            await backoff.sleep()
+            continue
+        outage.recovered()
+        return result

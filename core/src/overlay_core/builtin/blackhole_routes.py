@@ -18,8 +18,8 @@ from ipaddress import IPv4Network, IPv6Network
 
 import trio
 
-from .dataplane.netlink import Netlink
-from .lease import Lease
+from ..dataplane.netlink import Netlink
+from ..lease import Lease
 
 LOGGER = logging.getLogger("overlay.blackhole")
 
