@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from .agent_options import AgentOptions
 from .backend import Backend, LeaseRequest, Node
 from .builtin import BlackholeRoutes, FirewallRules, SubnetFile
 from .config import NetworkConfig
@@ -25,59 +26,25 @@ from .config_watch import ConfigWatch
 from .dataplane.monitor import monitor_kernel
 from .dataplane.netlink import Netlink
 from .dispatch import PeerDispatcher
-from .errors import ConfigError, OverlayError
-from .etcd import EtcdOptions, EtcdStore, retry_store
+from .errors import OverlayError
+from .etcd import EtcdStore, retry_store
 from .health import HealthServer
-from .iface import IfaceOptions, read_interfaces, select_interface
+from .iface import read_interfaces, select_interface
 from .lease import UNSET_IP, Lease, LeaseAttrs
 from .lease_keeper import LeaseKeeper
 from .metrics import Metrics, PeerStatusCollector
 from .peers import PeerBatch, PeerSet, PeerWatcher
 from .plugins import Hooks, PluginManager, load_backend_class
+from .readiness import node_report
 from .runtime import release_memory, sd_notify
 from .services import Services, Supervisor, TaskGroup
-from .subnets import LEASE_TTL, Keys, SubnetManager
+from .subnets import Keys, SubnetManager
 from .validity import LeaseRules, local_networks
 
 LOGGER = logging.getLogger("overlay.agent")
 
-CONFIG_RETRY = 1.0
 SHUTDOWN_GRACE = 1.0
 RECONCILE_DEBOUNCE = 0.05
-
-
-@dataclass
-class AgentOptions:
-    """Everything ``overlay-core run`` takes (Flannel's flags)."""
-
-    etcd: EtcdOptions = field(default_factory=EtcdOptions)
-    prefix: str = "/coreos.com/network"
-    iface: IfaceOptions = field(default_factory=IfaceOptions)
-    subnet_file: str = "/run/flannel/subnet.env"
-    renew_margin: int = 60
-    ip_masq: bool = False
-    masq_fully_random: bool = True
-    forward_rules: bool = True
-    blackhole_route: bool = False
-    healthz_ip: str = "0.0.0.0"
-    healthz_port: int = 0
-    firewall_resync: float = 5.0
-    reconcile_interval: float = 30.0
-    lease_ttl: int = LEASE_TTL
-    state_dir: str = "/run/overlay"
-
-    def validate(self) -> None:
-        if not 1 <= self.renew_margin <= 1439:
-            raise ConfigError(
-                f"--subnet-lease-renew-margin {self.renew_margin} is out of range: use 1 to 1439 minutes"
-            )
-        if self.renew_margin * 60 >= self.lease_ttl:
-            raise ConfigError("--subnet-lease-renew-margin must be shorter than the lease TTL")
-        if not 0 <= self.healthz_port <= 65535:
-            raise ConfigError(f"--healthz-port {self.healthz_port} is not a TCP port")
-        for name in ("firewall_resync", "reconcile_interval"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
 
 
 class Agent:
@@ -124,30 +91,9 @@ class Agent:
         return self.synced and all(b.ready for b in self.builtins) and not self.config_watch.conflict
 
     def report(self) -> tuple[bool, dict[str, Any]]:
-        facts: dict[str, Any] = {"phase": self.phase, "store": self.store.state(), **self.config_watch.report()}
-        node = self.node
-        if node is not None:
-            facts["backend"] = node.config.backend_type
-            facts["public_ip"] = str(node.iface.public_ip or node.iface.public_ipv6)
-        if node is not None and node.lease is not None:
-            facts["subnet"] = str(node.lease.subnet) if node.lease.subnet else None
-            facts["ipv6_subnet"] = str(node.lease.ipv6_subnet) if node.lease.ipv6_subnet else None
-            facts["peers"] = len(self.accepted_peers())
-            facts["reservation"] = node.lease.is_reservation
-        if self.services is not None and self.services.supervisor.helpers:
-            facts["helpers"] = self.services.supervisor.report()
-        if self.dispatcher is not None and self.dispatcher.rejected:
-            facts["rejected_leases"] = self.dispatcher.report()
-        if self.keeper is not None and self.keeper.waiting:
-            facts["waiting"] = self.keeper.waiting
-        if node is not None:
-            facts.update(self.hooks.report(node))
-            statuses = self.hooks.peer_status(node)
-            if statuses:
-                facts["peer_status"] = {key: {"state": st.state, **st.detail} for key, st in sorted(statuses.items())}
         ready = self.ready
         self.metrics.ready.set(1 if ready else 0)
-        return ready, facts
+        return ready, node_report(self)
 
     # -- peers ---------------------------------------------------------------------------
 
@@ -215,18 +161,6 @@ class Agent:
 
     # -- setup steps -------------------------------------------------------------------------
 
-    async def _fetch_config(self) -> NetworkConfig:
-        self.phase = "fetching-config"
-        last_error = ""
-        while True:
-            try:
-                return await self._retry("reading the network config", self.subnets.get_config)
-            except ConfigError as exc:
-                if str(exc) != last_error:
-                    LOGGER.error("%s (retrying every %.0f s)", exc, CONFIG_RETRY)
-                    last_error = str(exc)
-                await trio.sleep(CONFIG_RETRY)
-
     def _register_builtins(self, services: Services) -> tuple[FirewallRules, SubnetFile]:
         opts = self.options
         firewall = FirewallRules(opts.ip_masq, opts.forward_rules, opts.masq_fully_random, opts.firewall_resync,
@@ -281,7 +215,8 @@ class Agent:
             if self.options.healthz_port:
                 server = HealthServer(self.report, self.metrics.registry)
                 await nursery.start(server.serve, self.options.healthz_ip, self.options.healthz_port)
-            config = await self._fetch_config()
+            self.phase = "fetching-config"
+            config = await self.config_watch.first(self._retry)
             LOGGER.info("network config: %s", config.raw.strip())
             firewall, subnet_file = self._register_builtins(services)
             node = await self._start_backend(config, services)
@@ -319,27 +254,4 @@ class Agent:
         self.store.close()
 
 
-async def run_agent(options: AgentOptions, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run an agent until SIGTERM/SIGINT; then stop within a second, leaving state in place."""
-    import signal
-
-    agent = Agent(options)
-    try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-
-                async def stop_on_signal() -> None:
-                    async for signum in signals:
-                        LOGGER.info("%s received; stopping (lease, routes and rules stay)",
-                                    signal.Signals(signum).name)
-                        nursery.cancel_scope.cancel()
-                        return
-
-                nursery.start_soon(stop_on_signal)
-                await nursery.start(agent.run)
-                task_status.started(agent)
-    finally:
-        await agent.shutdown()
-
-
-__all__ = ["Agent", "AgentOptions", "OverlayError", "run_agent"]
+__all__ = ["Agent", "AgentOptions", "OverlayError"]

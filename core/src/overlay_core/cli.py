@@ -183,13 +183,38 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+async def run_agent(options) -> None:
+    """Run an agent until SIGTERM/SIGINT; then stop within a second, leaving state in place."""
+    import signal
+
+    import trio
+
+    from .agent import Agent
+
+    agent = Agent(options)
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        LOGGER.info("%s received; stopping (lease, routes and rules stay)",
+                                    signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(stop_on_signal)
+                await nursery.start(agent.run)
+    finally:
+        await agent.shutdown()
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from .runtime import tune_malloc
 
     tune_malloc()
     import trio
 
-    from .agent import run_agent
 
     values = _resolve(ns, dict(os.environ))
     if values["kube_subnet_mgr"]:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 
+import trio
+
 from .config import NetworkConfig
 from .errors import ConfigError
 from .etcd import StoreUnavailable
 
 LOGGER = logging.getLogger("overlay.agent")
+
+CONFIG_RETRY = 1.0
 
 
 class ConfigWatch:
@@ -23,6 +27,19 @@ class ConfigWatch:
         self.conflict = ""
         self.error = ""
         metrics.config_valid.set(1)
+
+    async def first(self, retry) -> NetworkConfig:
+        """The config at startup: retried while etcd is away (``retry``) and every second while
+        it is missing or invalid (each distinct error logged once)."""
+        last_error = ""
+        while True:
+            try:
+                return await retry("reading the network config", self.read)
+            except ConfigError as exc:
+                if str(exc) != last_error:
+                    LOGGER.error("%s (retrying every %.0f s)", exc, CONFIG_RETRY)
+                    last_error = str(exc)
+                await trio.sleep(CONFIG_RETRY)
 
     async def check(self, running: NetworkConfig) -> None:
         try:
