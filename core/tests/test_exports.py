@@ -1,11 +1,46 @@
+"""The backend author's API is pinned, and no plugin in the repo reaches past it."""
+
+import ast
+import pathlib
+
 import overlay_core
+import overlay_core.dataplane
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_public_api_is_pinned():
     assert overlay_core.__all__ == [
         "Backend", "BackendNotFoundError", "ConfigError", "ExternalInterface", "InterfaceError",
         "KernelBackend", "KernelFeatureMissingError", "Lease", "LeaseAttrs", "LeaseRequest", "NetworkConfig", "Node",
-        "OverlayError", "PeerPlan", "StoreError", "SubnetsExhaustedError", "__version__", "hookimpl", "parse_config",
+        "OverlayError", "PUBLIC_MODULES", "PeerPlan", "PeerStatus", "ReconcilingBackend", "StoreError",
+        "SubnetsExhaustedError", "__version__", "direct_plan", "hookimpl", "lease_from_kv", "make_subnet_key",
+        "parse_config",
     ]
+    assert overlay_core.dataplane.__all__ == ["FdbEntry", "Kernel", "LinkInfo", "Links", "Neighbour", "Route", "Scope"]
     for name in overlay_core.__all__:
         assert hasattr(overlay_core, name)
+
+
+def imported_modules(path: pathlib.Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+def test_plugins_import_only_the_public_api():
+    offenders = []
+    for path in sorted((REPO / "plugins").rglob("src/**/*.py")) + sorted((REPO / "tests/thirdparty").rglob("*.py")):
+        for module in imported_modules(path):
+            if module.startswith("overlay_core.") and not module.startswith(overlay_core.PUBLIC_MODULES):
+                offenders.append(f"{path.relative_to(REPO)}: {module}")
+    assert offenders == []
+
+
+def test_no_pyroute2_object_is_handed_to_plugin_code():
+    """Backends reach devices through ``Links``: no netlink call with a raw IPRoute in plugins."""
+    found = [str(p.relative_to(REPO)) for p in (REPO / "plugins").rglob("src/**/*.py")
+             if "lambda ipr" in p.read_text() or "def run(ipr" in p.read_text()]
+    assert found == []

@@ -1,7 +1,11 @@
-"""overlay-core: a Flannel-compatible overlay network agent with pluggable backends."""
+"""overlay-core: a Flannel-compatible overlay network agent with pluggable backends.
+
+The backend author's API is what this package exports, plus the public modules listed in
+``PUBLIC_MODULES`` (pinned by ``core/tests/test_exports.py``); everything else is internal.
+"""
 
 from ._version import __version__
-from .backend import Backend, ExternalInterface, LeaseRequest, Node
+from .backend import Backend, ExternalInterface, LeaseRequest, Node, PeerStatus
 from .config import NetworkConfig, parse_config
 from .errors import (
     BackendNotFoundError,
@@ -12,9 +16,16 @@ from .errors import (
     StoreError,
     SubnetsExhaustedError,
 )
-from .kernel_backend import KernelBackend, PeerPlan
-from .lease import Lease, LeaseAttrs
+from .kernel_backend import KernelBackend, PeerPlan, ReconcilingBackend, direct_plan
+from .lease import Lease, LeaseAttrs, lease_from_kv, make_subnet_key
 from .plugins import hookimpl
+
+#: Modules a plugin may import besides ``overlay_core`` itself.
+PUBLIC_MODULES = (
+    "overlay_core.dataplane", "overlay_core.errors", "overlay_core.hookspecs", "overlay_core.lab",
+    "overlay_core.options", "overlay_core.reconcile", "overlay_core.retry", "overlay_core.services",
+    "overlay_core.testing",
+)
 
 __all__ = [
     "Backend",
@@ -30,10 +41,16 @@ __all__ = [
     "NetworkConfig",
     "Node",
     "OverlayError",
+    "PUBLIC_MODULES",
     "PeerPlan",
+    "PeerStatus",
+    "ReconcilingBackend",
     "StoreError",
     "SubnetsExhaustedError",
     "__version__",
+    "direct_plan",
     "hookimpl",
+    "lease_from_kv",
+    "make_subnet_key",
     "parse_config",
 ]

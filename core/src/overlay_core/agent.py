@@ -23,6 +23,7 @@ from .backend import Backend, LeaseRequest, Node
 from .builtin import BlackholeRoutes, FirewallRules, SubnetFile
 from .config import NetworkConfig
 from .config_watch import ConfigWatch
+from .dataplane.links import Links
 from .dataplane.monitor import monitor_kernel
 from .dataplane.netlink import Netlink
 from .dispatch import PeerDispatcher
@@ -69,6 +70,7 @@ class Agent:
         self.builtins: list[Any] = []
         self.synced = False
         self.local: tuple = ()
+        self.owned: set[int] = set()  # ifindexes of the backend's devices (Links), watched for drift
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
         self.metrics.registry.register(PeerStatusCollector(self._peer_statuses))
@@ -183,7 +185,7 @@ class Agent:
         )
         LOGGER.info("using interface %s (index %d, MTU %d), public IP %s%s", iface.name, iface.index, iface.mtu,
                     iface.public_ip or "-", f", public IPv6 {iface.public_ipv6}" if iface.public_ipv6 else "")
-        node = self.node = Node(config, iface, self.netlink, metrics=self.metrics)
+        node = self.node = Node(config, iface, self.netlink, metrics=self.metrics, owned_links=self.owned)
         self.backend = backend_cls(node, services)
         self.plugins.register(self.backend, name=f"backend:{backend_cls.type}")
         self.dispatcher = PeerDispatcher(LeaseRules(config), self.backend.accepts, self.hooks, node, self.metrics)
@@ -210,8 +212,8 @@ class Agent:
             tasks = TaskGroup(nursery)
             state_dir = Path(self.options.state_dir)
             services = self.services = Services(tasks, Supervisor(state_dir, tasks, self.metrics.registry),
-                                                state_dir, self.netlink, self.metrics.registry,
-                                                self.request_reconcile)
+                                                state_dir, self.netlink, Links(self.netlink, self.owned),
+                                                self.metrics.registry, self.request_reconcile)
             if self.options.healthz_port:
                 server = HealthServer(self.report, self.metrics.registry)
                 await nursery.start(server.serve, self.options.healthz_ip, self.options.healthz_port)

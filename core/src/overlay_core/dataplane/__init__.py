@@ -1,1 +1,8 @@
-"""Kernel programming shared by every backend: netlink and the firewall."""
+"""The data plane pieces a backend uses: kernel objects, their ownership scope, the kernel as a
+reconcile target, and devices through ``Links`` (no pyroute2 object reaches a backend)."""
+
+from .kernel import Kernel
+from .links import LinkInfo, Links
+from .objects import FdbEntry, Neighbour, Route, Scope
+
+__all__ = ["FdbEntry", "Kernel", "LinkInfo", "Links", "Neighbour", "Route", "Scope"]

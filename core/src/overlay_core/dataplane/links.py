@@ -1,5 +1,6 @@
 """Backend devices: adopt a compatible one as it is, replace an incompatible one, create a
-missing one. Used inside a netlink call (``await netlink.call(lambda ipr: ensure_link(...))``).
+missing one. Backends use ``Links`` (``services.links``); ``ensure_link`` and ``read_link`` are
+the pieces it runs on the netlink thread.
 """
 
 from __future__ import annotations
@@ -65,3 +66,63 @@ def ensure_link(ipr, name: str, kind: str, why_not: Callable[[LinkInfo], str | N
                 f"'modprobe {kind}' or choose another backend"
             ) from None
         raise
+
+
+class Links:
+    """The backend's devices, through the agent's netlink thread; no pyroute2 object ever
+    reaches the caller. Devices made or adopted here are *owned*: the netlink monitor reconciles
+    when one is deleted, goes down or loses an address, and owned devices' neighbour and FDB
+    entries belong to the backend's kernel target."""
+
+    def __init__(self, netlink, owned: set[int]) -> None:
+        self.netlink = netlink
+        self.owned = owned
+        self._roles: dict[str, int] = {}
+
+    async def get(self, name: str) -> LinkInfo | None:
+        return await self.netlink.call(lambda ipr: read_link(ipr, name))
+
+    async def ensure(self, name: str, kind: str, why_not: Callable[[LinkInfo], str | None],
+                     attrs: Callable[[LinkInfo | None], dict[str, Any]]) -> tuple[LinkInfo, str]:
+        """Adopt, replace or create device ``name`` (see ``ensure_link``); ``attrs(previous)``
+        gives the creation attributes (pyroute2 link keywords such as ``vxlan_id``), knowing
+        what existed before (to keep a MAC). Returns the device as it is now and what was done."""
+
+        def run(ipr) -> tuple[LinkInfo, str]:
+            def create(previous: LinkInfo | None) -> int:
+                ipr.link("add", ifname=name, kind=kind, **attrs(previous))
+                return ipr.link_lookup(ifname=name)[0]
+
+            _, _, action = ensure_link(ipr, name, kind, why_not, create)
+            info = read_link(ipr, name)
+            assert info is not None
+            return info, action
+
+        return await self.netlink.call(run)
+
+    async def configure(self, index: int, addresses, networks, mtu: int | None = None) -> bool:
+        """Addresses, MTU and up (``configure_device``); True if anything changed."""
+        from .kernel import configure_device
+
+        return await self.netlink.call(lambda ipr: configure_device(ipr, index, addresses, networks, mtu))
+
+    async def delete(self, name: str) -> bool:
+        """Remove device ``name`` if it exists; True if it did."""
+
+        def run(ipr) -> bool:
+            found = ipr.link_lookup(ifname=name)
+            if found:
+                ipr.link("del", index=found[0])
+            return bool(found)
+
+        return await self.netlink.call(run)
+
+    def own(self, role: str, index: int) -> bool:
+        """Record ``index`` as the device playing ``role`` (e.g. ``vxlan-v4``); True when it is
+        new or replaced one (worth logging)."""
+        old = self._roles.get(role)
+        if old is not None and old != index:
+            self.owned.discard(old)
+        self._roles[role] = index
+        self.owned.add(index)
+        return old != index

@@ -20,13 +20,16 @@ class Services:
     """``tasks``: long-lived work on a core-owned nursery, open before the first hook.
     ``supervisor``: helper processes that outlive the agent (use ``supervise``).
     ``state_dir``: this agent's directory for sockets, logs and keys (``--state-dir``).
-    ``netlink``: the agent's netlink worker. ``registry``: Prometheus registry for backend
-    metrics. ``reconcile_soon()``: ask for a full reconcile of every target (debounced)."""
+    ``netlink``: the agent's netlink worker (core's own use; backends use ``links``).
+    ``links``: the backend's devices (``overlay_core.dataplane.Links``). ``registry``:
+    Prometheus registry for backend metrics. ``reconcile_soon()``: ask for a full reconcile of
+    every target (debounced)."""
 
     tasks: TaskGroup
     supervisor: Supervisor
     state_dir: Path
     netlink: Any
+    links: Any
     registry: Any
     reconcile_soon: Callable[[], None]
 

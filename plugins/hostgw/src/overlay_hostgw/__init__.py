@@ -7,8 +7,7 @@ reason, and counted in ``/readyz`` (``unreachable_peers``) and ``lab status``.
 
 from __future__ import annotations
 
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, hookimpl
-from overlay_core.kernel_backend import direct_plan
+from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
 
 __version__ = "0.1.0"
 

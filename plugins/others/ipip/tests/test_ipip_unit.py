@@ -8,7 +8,7 @@ from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
 from overlay_core.backend import ExternalInterface, Node
 from overlay_core.dataplane.links import LinkInfo
 from overlay_core.dataplane.objects import Route
-from overlay_ipip import IpipBackend, TunnelSpec, create_kwargs, why_not
+from overlay_ipip import IpipBackend, TunnelSpec, create_attrs, why_not
 
 IFACE = ExternalInterface("eth0", 2, 1500, IPv4Address("192.0.2.1"), None, IPv4Address("192.0.2.1"),
                           None, (ip_network("192.0.2.0/24"),))
@@ -28,7 +28,7 @@ def peer(ip, subnet):
 def test_device_spec_and_create_arguments():
     spec = backend().spec()
     assert spec == TunnelSpec("flannel.ipip", IPv4Address("192.0.2.1"), 2, 1480)
-    assert create_kwargs(spec) == {"ifname": "flannel.ipip", "kind": "ipip", "ipip_local": "192.0.2.1",
+    assert create_attrs(spec) == {"ipip_local": "192.0.2.1",
                                    "ipip_remote": "0.0.0.0", "ipip_link": 2, "mtu": 1480}
 
 

@@ -9,10 +9,8 @@ import ipaddress
 import logging
 import re
 
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, hookimpl
-from overlay_core.dataplane.kernel import configure_device
-from overlay_core.dataplane.objects import FdbEntry, Neighbour, Route
-from overlay_core.kernel_backend import PeerPlan, direct_plan
+from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
+from overlay_core.dataplane import FdbEntry, Neighbour, Route
 
 from . import device
 from .options import OPTION_NAMES, VxlanOptions, device_mtus, parse_options
@@ -56,28 +54,16 @@ class VxlanBackend(KernelBackend):
     async def ensure_devices(self) -> None:
         lease = self.node.lease
         networks = [n for n in (self.node.config.network, self.node.config.ipv6_network) if n]
-
-        def run(ipr) -> list[tuple[int, int, str, str]]:
-            done = []
-            for version, spec in self._specs():
-                index, mac, action = device.ensure(ipr, spec, self.mac.get(version))
-                if lease is not None:
-                    subnet = lease.subnet if version == 4 else lease.ipv6_subnet
-                    if subnet is not None:
-                        address = ipaddress.ip_interface(f"{subnet.network_address}/{subnet.max_prefixlen}")
-                        configure_device(ipr, index, [address], networks, spec.mtu)
-                done.append((version, index, mac, action))
-            return done
-
-        for version, index, mac, action in await self.node.netlink.call(run):
-            old = self.index.get(version)
-            if old is not None and old != index:
-                self.node.owned_links.discard(old)
+        links = self.services.links
+        for version, spec in self._specs():
+            index, mac, action = await device.ensure(links, spec, self.mac.get(version))
+            subnet = None if lease is None else lease.subnet if version == 4 else lease.ipv6_subnet
+            if subnet is not None:
+                address = ipaddress.ip_interface(f"{subnet.network_address}/{subnet.max_prefixlen}")
+                await links.configure(index, [address], networks, spec.mtu)
             self.index[version], self.mac[version] = index, mac
-            self.node.owned_links.add(index)
-            if action != "adopted" or old is None:
-                LOGGER.info("%s %s (MAC %s)", action, self.options.device if version == 4 else
-                            self.options.device_v6, mac)
+            if links.own(f"vxlan-v{version}", index) or action != "adopted":
+                LOGGER.info("%s %s (MAC %s)", action, spec.name, mac)
 
     @hookimpl
     def overlay_network_config(self, config, node) -> None:

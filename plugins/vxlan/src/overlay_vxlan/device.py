@@ -12,7 +12,8 @@ import random
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from overlay_core.dataplane.links import LinkInfo, ensure_link
+import trio
+from overlay_core.dataplane import LinkInfo
 
 
 @dataclass(frozen=True)
@@ -76,34 +77,34 @@ def state_of(link: LinkInfo) -> DeviceState:
     )
 
 
-def create(ipr, spec: DeviceSpec, mac: str) -> int:
-    kw = {"ifname": spec.name, "kind": "vxlan", "vxlan_id": spec.vni, "vxlan_link": spec.link,
-          "vxlan_port": spec.port, "vxlan_learning": int(spec.learning), "address": mac,
-          "mtu": spec.mtu}
+def create_attrs(spec: DeviceSpec, mac: str) -> dict:
+    """The link attributes of a new device for ``spec`` with MAC ``mac``."""
+    kw = {"vxlan_id": spec.vni, "vxlan_link": spec.link, "vxlan_port": spec.port,
+          "vxlan_learning": int(spec.learning), "address": mac, "mtu": spec.mtu}
     kw["vxlan_local" if spec.local.version == 4 else "vxlan_local6"] = str(spec.local)
     if spec.gbp:
         kw["vxlan_gbp"] = True
-    ipr.link("add", **kw)
-    index = ipr.link_lookup(ifname=spec.name)[0]
-    if spec.local.version == 6:
-        try:
-            with open(f"/proc/sys/net/ipv6/conf/{spec.name}/accept_ra", "w") as fh:
-                fh.write("0")
-        except OSError:
-            pass
-    return index
+    return kw
 
 
-def ensure(ipr, spec: DeviceSpec, mac: str | None) -> tuple[int, str, str]:
-    """Make the device exist as ``spec``; returns ``(ifindex, mac, what was done)``.
-    The MAC we advertised (else the replaced device's, else a random one) is kept."""
-    chosen: list[str] = []
+def _no_router_advertisements(name: str) -> None:
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/accept_ra", "w") as fh:
+            fh.write("0")
+    except OSError:
+        pass
 
-    def build(previous: LinkInfo | None) -> int:
+
+async def ensure(links, spec: DeviceSpec, mac: str | None) -> tuple[int, str, str]:
+    """Make the device exist as ``spec`` (``links``: the agent's ``Links``); returns
+    ``(ifindex, mac, what was done)``. The MAC we advertised (else the replaced device's, else a
+    random one) is kept."""
+
+    def attrs(previous: LinkInfo | None) -> dict:
         old = previous.mac if previous is not None and previous.kind == "vxlan" else None
-        chosen.append(mac or old or random_mac())
-        return create(ipr, spec, chosen[0])
+        return create_attrs(spec, mac or old or random_mac())
 
-    index, existing, action = ensure_link(ipr, spec.name, "vxlan",
-                                          lambda link: incompatible(spec, state_of(link)), build)
-    return index, chosen[0] if chosen else (existing.mac or ""), action
+    info, action = await links.ensure(spec.name, "vxlan", lambda link: incompatible(spec, state_of(link)), attrs)
+    if action != "adopted" and spec.local.version == 6:
+        await trio.to_thread.run_sync(_no_router_advertisements, spec.name)
+    return info.index, info.mac or "", action

@@ -19,9 +19,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from pathlib import Path
 
 import trio
-from overlay_core import Lease, LeaseAttrs
+from overlay_core import Lease, LeaseAttrs, lease_from_kv, make_subnet_key
 from overlay_core.lab.netns import add_namespace, connect, delete_namespace, ip, nsexec
-from overlay_core.lease import lease_from_kv, make_subnet_key
 
 from .calc import Local, desired_peers, device_layouts, devices, lease_data
 from .keys import KeyPair

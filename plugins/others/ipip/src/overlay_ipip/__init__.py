@@ -9,11 +9,8 @@ import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, hookimpl
-from overlay_core.dataplane.kernel import configure_device
-from overlay_core.dataplane.links import LinkInfo, ensure_link
-from overlay_core.dataplane.objects import Route
-from overlay_core.kernel_backend import direct_plan
+from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
+from overlay_core.dataplane import LinkInfo, Route
 
 __version__ = "0.1.0"
 
@@ -49,9 +46,8 @@ def why_not(spec: TunnelSpec, link: LinkInfo) -> str | None:
     return None
 
 
-def create_kwargs(spec: TunnelSpec) -> dict:
-    return {"ifname": spec.name, "kind": "ipip", "ipip_local": str(spec.local),
-            "ipip_remote": "0.0.0.0", "ipip_link": spec.link, "mtu": spec.mtu}
+def create_attrs(spec: TunnelSpec) -> dict:
+    return {"ipip_local": str(spec.local), "ipip_remote": "0.0.0.0", "ipip_link": spec.link, "mtu": spec.mtu}
 
 
 class IpipBackend(KernelBackend):
@@ -79,27 +75,15 @@ class IpipBackend(KernelBackend):
 
     async def ensure_devices(self) -> None:
         spec, lease = self.spec(), self.node.lease
-        network = self.node.config.network
-
-        def create(ipr) -> int:
-            ipr.link("add", **create_kwargs(spec))
-            return ipr.link_lookup(ifname=spec.name)[0]
-
-        def run(ipr) -> tuple[int, str]:
-            index, _, action = ensure_link(ipr, spec.name, "ipip", lambda link: why_not(spec, link),
-                                           lambda previous: create(ipr))
-            if lease is not None and lease.subnet is not None:
-                address = ipaddress.ip_interface(f"{lease.subnet.network_address}/32")
-                configure_device(ipr, index, [address], [network], spec.mtu)
-            return index, action
-
-        index, action = await self.node.netlink.call(run)
-        if self.index is not None and self.index != index:
-            self.node.owned_links.discard(self.index)
-        if action != "adopted" or self.index is None:
+        links = self.services.links
+        info, action = await links.ensure(spec.name, "ipip", lambda link: why_not(spec, link),
+                                          lambda previous: create_attrs(spec))
+        if lease is not None and lease.subnet is not None:
+            address = ipaddress.ip_interface(f"{lease.subnet.network_address}/32")
+            await links.configure(info.index, [address], [self.node.config.network], spec.mtu)
+        if links.own("ipip", info.index) or action != "adopted":
             LOGGER.info("%s %s (local %s, MTU %d)", action, spec.name, spec.local, spec.mtu)
-        self.index = index
-        self.node.owned_links.add(index)
+        self.index = info.index
 
     @hookimpl
     def overlay_network_config(self, node) -> None:
