@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..subnetfile import read
-from .netns import add_namespace, ip, nsexec
+from .netns import add_namespace, delete_namespace, ip, nsexec
 
 IPERF_SECONDS = 3
 IPERF_PORT = 5201
@@ -70,6 +70,16 @@ def add_pods(lab, node, count: int) -> list[Pod]:
     return pods
 
 
+def remove_pods(lab, node) -> None:
+    """Delete ``node``'s pods and its ``cni0`` bridge (before re-creating them from a new subnet
+    file, as a node that moved to another subnet needs)."""
+    for ns in node.pods:
+        delete_namespace(ns)
+    ip("link", "del", "cni0", ns=node.ns, check=False)
+    node.pods = []
+    lab.save()
+
+
 def pods_of(lab) -> list[Pod]:
     out = []
     for node in lab.state.nodes:
@@ -82,15 +92,46 @@ def pods_of(lab) -> list[Pod]:
     return out
 
 
-def ping(ns: str, address: str, count: int = 3, interval: float = 0.2) -> tuple[int, int]:
-    """``(sent, received)`` for a short bounded ping from ``ns``."""
-    proc = nsexec(ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", address,
-                  check=False, timeout=count * interval + 10)
-    for line in proc.stdout.splitlines():
+def _ping_summary(output: str, count: int) -> tuple[int, int]:
+    for line in output.splitlines():
         if "packets transmitted" in line:
             parts = line.split(",")
             return int(parts[0].split()[0]), int(parts[1].split()[0])
     return count, 0
+
+
+def ping(ns: str, address: str, count: int = 3, interval: float = 0.2) -> tuple[int, int]:
+    """``(sent, received)`` for a short bounded ping from ``ns``."""
+    proc = nsexec(ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", address,
+                  check=False, timeout=count * interval + 10)
+    return _ping_summary(proc.stdout, count)
+
+
+class BackgroundPing:
+    """A ping of ``count`` packets every ``interval`` seconds from ``ns``, running while a test
+    does something else (a fault); ``result()`` waits for the last reply and returns
+    ``(sent, received)``. A fixed count, never a signal, ends it, so no packet still in
+    flight is counted as lost."""
+
+    def __init__(self, ns: str, address: str, seconds: float, interval: float = 0.02) -> None:
+        self.count = max(1, round(seconds / interval))
+        self.seconds = seconds
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", str(self.count), "-i", str(interval),
+             "-W", "1", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def result(self) -> tuple[int, int]:
+        try:
+            out, _ = self.proc.communicate(timeout=self.seconds * 1.5 + 20)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return self.count, 0
+        return _ping_summary(out, self.count)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
 
 
 def ping_matrix(lab, count: int = 3) -> dict[tuple[str, str], tuple[int, int]]:
