@@ -7,9 +7,12 @@ the subnet file's MTU and a default route via the bridge.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import json
+import re
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from ..subnetfile import read
 from .netns import add_namespace, delete_namespace, ip, nsexec
 
 IPERF_SECONDS = 3
+_REPLY = re.compile(r"\[(\d+\.\d+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms")
 IPERF_PORT = 5201
 
 
@@ -109,29 +113,58 @@ def ping(ns: str, address: str, count: int = 3, interval: float = 0.2) -> tuple[
 
 class BackgroundPing:
     """A ping of ``count`` packets every ``interval`` seconds from ``ns``, running while a test
-    does something else (a fault); ``result()`` waits for the last reply and returns
-    ``(sent, received)``. A fixed count, never a signal, ends it, so no packet still in
-    flight is counted as lost."""
+    does something else (a fault). ``result()`` waits for the last reply and returns
+    ``(sent, received)``; ``lost()`` then says when the unanswered packets were sent. A fixed
+    count, never a signal, ends it, so no packet still in flight is counted as lost."""
 
     def __init__(self, ns: str, address: str, seconds: float, interval: float = 0.02) -> None:
         self.count = max(1, round(seconds / interval))
         self.seconds = seconds
+        self.interval = interval
+        self.output = ""
+        self.started = time.time()
+        self._out = tempfile.TemporaryFile("w+")  # a pipe would fill up and stall ping
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", str(self.count), "-i", str(interval),
-             "-W", "1", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            ["ip", "netns", "exec", ns, "ping", "-n", "-D", "-c", str(self.count), "-i", str(interval),
+             "-W", "1", address], stdout=self._out, stderr=subprocess.STDOUT)
 
     def result(self) -> tuple[int, int]:
         try:
-            out, _ = self.proc.communicate(timeout=self.seconds * 1.5 + 20)
+            self.proc.wait(timeout=self.seconds * 1.5 + 20)
         except subprocess.TimeoutExpired:
             self.stop()
             return self.count, 0
-        return _ping_summary(out, self.count)
+        self._out.seek(0)
+        self.output = self._out.read()
+        return _ping_summary(self.output, self.count)
+
+    def lost(self) -> list[float]:
+        """Unix times at which the unanswered packets were sent (interpolated between the
+        answered ones around them, whose send time is the reply's time minus its RTT)."""
+        sent_at: dict[int, float] = {}
+        for line in self.output.splitlines():
+            match = _REPLY.match(line)
+            if match and "DUP!" not in line:
+                sent_at[int(match[2])] = float(match[1]) - float(match[3]) / 1000
+        known = sorted(sent_at)
+        times = []
+        for seq in range(1, self.count + 1):
+            if seq in sent_at:
+                continue
+            at = bisect.bisect(known, seq)
+            if at:
+                times.append(sent_at[known[at - 1]] + (seq - known[at - 1]) * self.interval)
+            elif known:
+                times.append(sent_at[known[0]] - (known[0] - seq) * self.interval)
+            else:
+                times.append(self.started + (seq - 1) * self.interval)
+        return times
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+            self.proc.wait()
+        self._out.close()
 
 
 def ping_matrix(lab, count: int = 3) -> dict[tuple[str, str], tuple[int, int]]:
