@@ -4,7 +4,7 @@ Layout (every address inside the lab's namespaces, none in the root namespace):
 
     ovl-<name>-sw     bridge br0: the underlay switch
     ovl-<name>-etcd   eth0 192.0.2.100/24, etcd on :2379
-    ovl-<name>-etcd<k> eth0 192.0.2.(99+k)/24: members 2 and 3 of a 3-member etcd cluster
+    ovl-<name>-etcd<k> eth0 192.0.2.(99+k)/24: member k (2..5) of an etcd cluster
     ovl-<name>-n<i>   eth0 192.0.2.<i>/24, one agent each (health on :9471)
 """
 
@@ -66,7 +66,7 @@ class LabState:
     config: dict = field(default_factory=dict)
     etcd_pid: int = 0
     etcd_members: int = 1
-    etcd_pids: list[int] = field(default_factory=list)  # every member's, with --etcd-members
+    etcd_pids: list[int] = field(default_factory=list)  # every member's (etcd_pid: the first one's)
     ipv6: bool = False
     segments: int = 1
     nodes: list[LabNode] = field(default_factory=list)
@@ -198,16 +198,18 @@ class Lab:
         self.state.etcd_pid = self.state.etcd_pids[0]
         if len(self.etcds) > 1:  # a cluster serves once it has a leader
             deadline = time.monotonic() + 30
-            while nsexec(self.etcd_ns, "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={self.etcd_endpoints}",
-                         "endpoint", "health", check=False).returncode != 0:
+            while nsexec(*self._etcdctl_cmd("endpoint", "health"), check=False).returncode != 0:
                 if time.monotonic() > deadline:
                     raise OverlayError(f"the etcd cluster did not become healthy; see {self.dir}/etcd*.log")
                 time.sleep(0.2)
 
+    def _etcdctl_cmd(self, *args: str, endpoints: str = "") -> list[str]:
+        return [self.etcd_ns, "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={endpoints or self.etcd_endpoints}",
+                *args]
+
     def etcdctl(self, *args: str, endpoints: str = "") -> str:
         """Run etcdctl against every member (or ``endpoints``, e.g. the live ones of a cluster)."""
-        env_cmd = ["env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={endpoints or self.etcd_endpoints}", *args]
-        return nsexec(self.etcd_ns, *env_cmd).stdout
+        return nsexec(*self._etcdctl_cmd(*args, endpoints=endpoints)).stdout
 
     def cut_etcd(self, node: LabNode) -> None:
         """Black-hole every etcd member for ``node``: its etcd packets are dropped both ways (no
@@ -299,7 +301,8 @@ class Lab:
            remote_nodes: int = 0, backend_options: dict | None = None, etcd_members: int = 1) -> list[dict]:
         """Build the lab. ``ipv6``: "" (IPv4 only), "dual" or "only". ``remote_nodes``: how
         many of the last nodes sit on a second L2 segment, behind a router. ``etcd_members``:
-        1, or 3 for an etcd cluster (one member per namespace; agents get every endpoint)."""
+        1 to 5, more than one for an etcd cluster (one member per namespace; agents get every
+        endpoint)."""
         if not 1 <= nodes <= 50:
             raise OverlayError("--nodes must be between 1 and 50")
         if not 0 <= remote_nodes < nodes:
@@ -308,8 +311,8 @@ class Lab:
             raise OverlayError("--ipv6 must be dual or only")
         if not IPv4Network(network, strict=False).subnet_of(IPv4Network("10.0.0.0/8")):
             raise OverlayError("--network must lie inside 10.0.0.0/8 (the lab's address plan)")
-        if etcd_members not in (1, 3):
-            raise OverlayError("etcd_members must be 1 or 3")
+        if not 1 <= etcd_members <= 5:
+            raise OverlayError("etcd_members must be between 1 and 5")
         self.down()
         os.makedirs(self.dir, exist_ok=True)
         self.state.ipv6 = bool(ipv6)
