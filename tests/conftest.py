@@ -40,8 +40,27 @@ def _stale_test_labs():
             delete_namespace(ns)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember each phase's report on the test item (``rep_call``), for fixtures' teardown."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def _show_agent_logs(lab: Lab, lines: int = 40) -> None:
+    """Print the end of every agent's log: the lab directory goes with ``down``."""
+    for node in lab.state.nodes:
+        try:
+            with open(node.log, errors="replace") as fh:
+                tail = fh.readlines()[-lines:]
+        except OSError:
+            continue
+        print(f"--- {lab.name} {node.name}: last {len(tail)} lines of {node.log}\n{''.join(tail)}")
+
+
 @pytest.fixture
-def make_lab(tmp_path):
+def make_lab(tmp_path, request):
     labs = []
 
     def make(env=None) -> Lab:
@@ -50,7 +69,10 @@ def make_lab(tmp_path):
         return lab
 
     yield make
+    failed = getattr(request.node, "rep_call", None)
     for lab in labs:
+        if failed is not None and failed.failed:
+            _show_agent_logs(lab)
         lab.down()
         assert list_namespaces(lab.prefix) == [], f"namespaces of {lab.name} left behind"
 

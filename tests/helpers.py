@@ -1,10 +1,12 @@
 """Shared helpers of the end-to-end tests."""
 
+import base64
 import json
+import subprocess
 import time
 
-from overlay_core.lab.lab import PREFIX
-from overlay_core.lab.netns import ip, kernel_supports  # noqa: F401 (re-exported for tests)
+from overlay_core.lab.lab import HEALTH_PORT, PREFIX
+from overlay_core.lab.netns import http_get, ip, kernel_supports, nsexec  # noqa: F401 (re-exported for tests)
 from overlay_core.lab.traffic import add_pods, ping_matrix
 
 
@@ -38,3 +40,65 @@ def owned_routes(node) -> str:
 def lease_revisions(lab) -> list:
     data = json.loads(lab.etcdctl("get", "--prefix", f"{PREFIX}/subnets/", "-w", "json"))
     return sorted((kv["key"], kv["mod_revision"]) for kv in data["kvs"])
+
+
+def leases(lab) -> dict[str, dict]:
+    """Every lease in etcd by key name: its decoded value, etcd lease id and mod revision."""
+    data = json.loads(lab.etcdctl("get", "--prefix", f"{PREFIX}/subnets/", "-w", "json"))
+    return {base64.b64decode(kv["key"]).decode().rsplit("/", 1)[1]: {
+        "value": json.loads(base64.b64decode(kv["value"])), "lease": kv.get("lease", 0),
+        "mod_revision": kv["mod_revision"]} for kv in data.get("kvs", [])}
+
+
+def metric(node, name: str, label: str = "") -> float | None:
+    """Sum of the samples of metric ``name`` on ``node``'s /metrics whose labels contain ``label``
+    (e.g. ``result="ok"``; "" for all); None when /metrics does not answer, 0.0 without a sample."""
+    try:
+        status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/metrics")
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    total = 0.0
+    for line in body.decode().splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{", 1)[0] == name and label in sample:
+            total += float(value)
+    return total
+
+
+def vxlan_lease(public_ip: str, mac: str = "c6:d2:32:6f:8f:44") -> str:
+    """A lease value as a vxlan node (ours or Flannel's) writes it."""
+    return json.dumps({"PublicIP": public_ip, "PublicIPv6": None, "BackendType": "vxlan",
+                       "BackendData": {"VNI": 1, "VtepMAC": mac}})
+
+
+def fdb(node) -> str:
+    return subprocess.run(["bridge", "-n", node.ns, "fdb", "show", "dev", "flannel.1"],
+                          capture_output=True, text=True, timeout=30).stdout
+
+
+def log_of(node) -> str:
+    with open(node.log, errors="replace") as fh:
+        return fh.read()
+
+
+def vxlan_state(node) -> tuple[str, ...]:
+    """What a vxlan node has programmed: flannel.1's index line, owned routes, neighbours, fdb."""
+    link = ip("-o", "link", "show", "flannel.1", ns=node.ns, check=False).split(":", 2)[:2]
+    return (":".join(link), owned_routes(node), ip("neigh", "show", "dev", "flannel.1", ns=node.ns, check=False),
+            fdb(node))
+
+
+def etcd_reachable(lab, node) -> bool:
+    """Can ``node`` talk to etcd over its underlay (``etcdctl endpoint health`` from its namespace)?"""
+    proc = nsexec(node.ns, "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={lab.etcd_endpoints}",
+                  "--dial-timeout=3s", "--command-timeout=5s", "endpoint", "health", check=False)
+    return proc.returncode == 0
+
+
+def etcd_connections(node) -> set[str]:
+    """The etcd members ``node``'s agent has an established connection to (by address)."""
+    out = nsexec(node.ns, "ss", "-Htn", "state", "established", "( dport = :2379 )").stdout
+    peers = (line.split()[-1].rsplit(":", 1)[0].strip("[]") for line in out.splitlines() if line.strip())
+    return {p.removeprefix("::ffff:") for p in peers}  # gRPC's sockets are dual-stack

@@ -346,6 +346,7 @@ class EtcdStore:
         start_revision: int,
         send: trio.MemorySendChannel[tuple[int, list[WatchEvent]]],
         *,
+        on_created: Callable[[], None] | None = None,
         task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Stream ``(header revision, events)`` for ``prefix`` from ``start_revision`` into ``send``.
@@ -367,6 +368,8 @@ class EtcdStore:
         if isinstance(started, etcd_exc.RevisionCompactedError):
             raise WatchCompacted(started.compacted_revision)
         iterator, cancel = started
+        if on_created is not None:
+            on_created()  # etcd answered: connected, even if no event comes for a long time
         task_status.started()
 
         def convert(resp) -> tuple[int, list[WatchEvent]]:

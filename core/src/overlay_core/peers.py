@@ -280,7 +280,7 @@ class PeerWatcher:
             nursery.start_soon(self._consume, recv)
             async with send:
                 try:
-                    await self.store.watch(self.prefix, self.peer_set.revision + 1, send)
+                    await self.store.watch(self.prefix, self.peer_set.revision + 1, send, on_created=self._up)
                 except (WatchCompacted, StoreUnavailable) as exc:
                     error = exc
         if error is not None:

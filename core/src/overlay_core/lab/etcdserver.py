@@ -36,6 +36,12 @@ class EtcdServer:
     netns: str | None = None
     tls: dict | None = None  # {"cert":..., "key":..., "ca":...}: client TLS with client certs
     process: subprocess.Popen | None = None
+    name: str = "overlay"
+    initial_cluster: str = ""  # "name=peer-url,...": every member of a cluster; "" for a single member
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def url(self) -> str:
@@ -43,12 +49,12 @@ class EtcdServer:
         return f"{scheme}://{self.host}:{self.client_port}"
 
     def command(self) -> list[str]:
-        peer = f"http://{self.host}:{self.peer_port}"
+        peer = self.peer_url
         cmd = [
-            etcd_binary(), "--name", "overlay", "--data-dir", self.data_dir,
+            etcd_binary(), "--name", self.name, "--data-dir", self.data_dir,
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"overlay={peer}", "--log-level", "warn",
+            "--initial-cluster", self.initial_cluster or f"{self.name}={peer}", "--log-level", "warn",
             "--snapshot-count", "100000",
         ]
         if self.tls:
@@ -58,13 +64,16 @@ class EtcdServer:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         return cmd
 
-    def start(self, log_path: str | None = None, timeout: float = 20.0) -> None:
+    def start(self, log_path: str | None = None, timeout: float = 20.0, wait: bool = True) -> None:
+        """Start the member; ``wait=False`` returns at once (members of a new cluster are all
+        started before any of them can serve)."""
         os.makedirs(self.data_dir, exist_ok=True)
         log = open(log_path or f"{self.data_dir.rstrip('/')}.log", "ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        self.wait_ready(timeout)
+        if wait:
+            self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
         from .netns import netns_socket

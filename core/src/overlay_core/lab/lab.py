@@ -4,6 +4,7 @@ Layout (every address inside the lab's namespaces, none in the root namespace):
 
     ovl-<name>-sw     bridge br0: the underlay switch
     ovl-<name>-etcd   eth0 192.0.2.100/24, etcd on :2379
+    ovl-<name>-etcd<k> eth0 192.0.2.(99+k)/24: member k (2..5) of an etcd cluster
     ovl-<name>-n<i>   eth0 192.0.2.<i>/24, one agent each (health on :9471)
 """
 
@@ -42,6 +43,8 @@ ETCD_IP = IPv4Address("192.0.2.100")
 ROUTER_HOST = 254
 HEALTH_PORT = 9471
 PREFIX = "/coreos.com/network"
+ETCD_CLIENT_PORT = 2379
+CUT_TABLE = "lab_etcd_cut"  # nft table (inet) of a node cut off from etcd
 
 
 @dataclass
@@ -63,6 +66,8 @@ class LabState:
     backend: str = ""
     config: dict = field(default_factory=dict)
     etcd_pid: int = 0
+    etcd_members: int = 1
+    etcd_pids: list[int] = field(default_factory=list)  # every member's (etcd_pid: the first one's)
     ipv6: bool = False
     segments: int = 1
     nodes: list[LabNode] = field(default_factory=list)
@@ -82,6 +87,7 @@ class Lab:
         self.state = LabState(name)
         self.etcd = EtcdServer(os.path.join(self.dir, "etcd-data"), str(ETCD_IP), netns=self.etcd_ns)
         self.support: object = None
+        self.etcds = [self.etcd]
 
     # -- state file ------------------------------------------------------------------------
 
@@ -103,6 +109,8 @@ class Lab:
             return False
         nodes = [LabNode(**n) for n in data.pop("nodes", [])]
         self.state = LabState(**data, nodes=nodes)
+        if len(self.etcds) != self.state.etcd_members:
+            self._plan_etcd(self.state.etcd_members)
         return True
 
     # -- building --------------------------------------------------------------------------
@@ -159,9 +167,67 @@ class Lab:
         self.save()
         return node
 
-    def etcdctl(self, *args: str) -> str:
-        env_cmd = ["env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={self.etcd.url}", *args]
-        return nsexec(self.etcd_ns, *env_cmd).stdout
+    def _plan_etcd(self, members: int) -> None:
+        """The etcd member(s): one (``self.etcd``), or a cluster of ``members``, one namespace each."""
+        if members == 1:
+            self.etcds = [self.etcd]
+            return
+        self.etcds = [
+            EtcdServer(os.path.join(self.dir, f"etcd{k}-data"), str(ETCD_IP + k - 1), netns=self.member_ns(k),
+                       name=f"m{k}")
+            for k in range(1, members + 1)
+        ]
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.etcds)
+        for member in self.etcds:
+            member.initial_cluster = cluster
+        self.etcd = self.etcds[0]
+
+    def member_ns(self, k: int) -> str:
+        """Namespace of etcd member ``k`` (1-based)."""
+        return self.etcd_ns if k == 1 else f"{self.etcd_ns}{k}"
+
+    @property
+    def etcd_endpoints(self) -> str:
+        return ",".join(m.url for m in self.etcds)
+
+    def _start_etcd(self) -> None:
+        for k, member in enumerate(self.etcds, start=1):
+            suffix = "" if len(self.etcds) == 1 else str(k)
+            member.start(os.path.join(self.dir, f"etcd{suffix}.log"), wait=False)
+        for member in self.etcds:
+            member.wait_ready(20.0)
+        self.state.etcd_pids = [m.process.pid for m in self.etcds if m.process]
+        self.state.etcd_pid = self.state.etcd_pids[0]
+        if len(self.etcds) > 1:  # a cluster serves once it has a leader
+            deadline = time.monotonic() + 30
+            while nsexec(*self._etcdctl_cmd("endpoint", "health"), check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise OverlayError(f"the etcd cluster did not become healthy; see {self.dir}/etcd*.log")
+                time.sleep(0.2)
+
+    def _etcdctl_cmd(self, *args: str, endpoints: str = "") -> list[str]:
+        return [self.etcd_ns, "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={endpoints or self.etcd_endpoints}",
+                *args]
+
+    def etcdctl(self, *args: str, endpoints: str = "") -> str:
+        """Run etcdctl against every member (or ``endpoints``, e.g. the live ones of a cluster)."""
+        return nsexec(*self._etcdctl_cmd(*args, endpoints=endpoints)).stdout
+
+    def cut_etcd(self, node: LabNode) -> None:
+        """Black-hole every etcd member for ``node``: its etcd packets are dropped both ways (no
+        RST, no ICMP), as a partition or a silent firewall would. Undone by ``heal_etcd``."""
+        members = ", ".join(m.host for m in self.etcds)
+        script = (
+            f"table inet {CUT_TABLE} {{\n"
+            f" chain out {{ type filter hook output priority 0; ip daddr {{ {members} }} "
+            f"tcp dport {ETCD_CLIENT_PORT} drop; }}\n"
+            f" chain in {{ type filter hook input priority 0; ip saddr {{ {members} }} "
+            f"tcp sport {ETCD_CLIENT_PORT} drop; }}\n}}\n"
+        )
+        nsexec(node.ns, "nft", "-f", "-", input=script)
+
+    def heal_etcd(self, node: LabNode) -> None:
+        nsexec(node.ns, "nft", "delete", "table", "inet", CUT_TABLE, check=False)
 
     def write_config(self, config: dict) -> None:
         self.state.config = config
@@ -172,7 +238,7 @@ class Lab:
     def start_agent(self, node: LabNode, *extra: str, env: dict[str, str] | None = None) -> None:
         cmd = [
             "ip", "netns", "exec", node.ns, sys.executable, "-m", "overlay_core", "run",
-            f"--etcd-endpoints={self.etcd.url}",
+            f"--etcd-endpoints={self.etcd_endpoints}",
             *([] if any(a.startswith("--iface") for a in extra) else ["--iface=eth0"]),
             f"--subnet-file={node.subnet_file}", f"--healthz-port={HEALTH_PORT}",
             f"--state-dir={os.path.join(os.path.dirname(node.subnet_file), 'state')}",
@@ -246,11 +312,13 @@ class Lab:
     def up(self, nodes: int = 3, backend: str = "vxlan", network: str = "10.5.0.0/16",
            extra_config: dict | None = None, agent_args: tuple[str, ...] = (),
            wait: float = 60.0, start_agents: bool = True, ipv6: str = "",
-           remote_nodes: int = 0, backend_options: dict | None = None, replace: bool = False) -> list[dict]:
+           remote_nodes: int = 0, backend_options: dict | None = None, replace: bool = False,
+           etcd_members: int = 1) -> list[dict]:
         """Build the lab. ``ipv6``: "" (IPv4 only), "dual" or "only". ``remote_nodes``: how
         many of the last nodes sit on a second L2 segment, behind a router. A lab of this name
         that is up is replaced only with ``replace``. On failure the namespaces and processes
-        are removed but the logs are kept (``down`` removes them)."""
+        are removed but the logs are kept (``down`` removes them). ``etcd_members``: 1 to 5,
+        more than one for an etcd cluster (one member per namespace; agents get every endpoint)."""
         if not 1 <= nodes <= 50:
             raise OverlayError(f"--nodes {nodes}: use 1 to 50 nodes")
         if not 0 <= remote_nodes < nodes:
@@ -267,11 +335,15 @@ class Lab:
         refusal = call(support, "check", self, nodes, remote_nodes, ipv6)
         if refusal:
             raise OverlayError(f"--backend {backend}: {refusal}")
+        if not 1 <= etcd_members <= 5:
+            raise OverlayError("etcd_members must be between 1 and 5")
         self.down()
         os.makedirs(self.dir, exist_ok=True)
         self.state.backend = backend
         self.state.ipv6 = bool(ipv6)
         self.state.segments = 2 if remote_nodes else 1
+        self.state.etcd_members = etcd_members
+        self._plan_etcd(etcd_members)
         self.save()
         try:
             add_namespace(self.switch)
@@ -280,9 +352,10 @@ class Lab:
                 ip("link", "set", bridge, "up", ns=self.switch)
             if remote_nodes:
                 self._router()
-            self._host(self.etcd_ns, "etcd", int(ETCD_IP) - int(UNDERLAY.network_address))
-            self.etcd.start(os.path.join(self.dir, "etcd.log"))
-            self.state.etcd_pid = self.etcd.process.pid if self.etcd.process else 0
+            for k in range(1, etcd_members + 1):
+                self._host(self.member_ns(k), "etcd" if k == 1 else f"etcd{k}",
+                           int(ETCD_IP) - int(UNDERLAY.network_address) + k - 1)
+            self._start_etcd()
             call(support, "prepare", self)
             defaults = call(support, "backend_options", self, default={})
             config: dict = {"Network": network,
@@ -344,7 +417,7 @@ class Lab:
         for ns in nodes_first + [n for n in infra if n in list_namespaces(self.prefix)]:
             delete_namespace(ns)
             removed.append(ns)
-        for pid in [n.pid for n in self.state.nodes] + [self.state.etcd_pid]:
+        for pid in [n.pid for n in self.state.nodes] + [self.state.etcd_pid, *self.state.etcd_pids]:
             if pid and not _exited(pid):
                 try:
                     os.kill(pid, 9)

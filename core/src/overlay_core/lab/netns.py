@@ -25,9 +25,10 @@ def ip(*args: str, ns: str | None = None, check: bool = True, input: str | None 
     return proc.stdout
 
 
-def nsexec(ns: str, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+def nsexec(ns: str, *cmd: str, check: bool = True, timeout: float = 60,
+           input: str | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, input=input)
     if check and proc.returncode != 0:
         raise NetnsError(f"{ns}: {' '.join(cmd)}: {(proc.stderr or proc.stdout).strip()}")
     return proc

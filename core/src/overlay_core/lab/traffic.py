@@ -7,17 +7,21 @@ the subnet file's MTU and a default route via the bridge.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import json
+import re
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..subnetfile import read
-from .netns import add_namespace, ip, nsexec
+from .netns import add_namespace, delete_namespace, ip, nsexec
 
 IPERF_SECONDS = 3
+_REPLY = re.compile(r"\[(\d+\.\d+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms")
 IPERF_PORT = 5201
 
 
@@ -70,6 +74,16 @@ def add_pods(lab, node, count: int) -> list[Pod]:
     return pods
 
 
+def remove_pods(lab, node) -> None:
+    """Delete ``node``'s pods and its ``cni0`` bridge (before re-creating them from a new subnet
+    file, as a node that moved to another subnet needs)."""
+    for ns in node.pods:
+        delete_namespace(ns)
+    ip("link", "del", "cni0", ns=node.ns, check=False)
+    node.pods = []
+    lab.save()
+
+
 def pods_of(lab) -> list[Pod]:
     out = []
     for node in lab.state.nodes:
@@ -82,15 +96,75 @@ def pods_of(lab) -> list[Pod]:
     return out
 
 
-def ping(ns: str, address: str, count: int = 3, interval: float = 0.2) -> tuple[int, int]:
-    """``(sent, received)`` for a short bounded ping from ``ns``."""
-    proc = nsexec(ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", address,
-                  check=False, timeout=count * interval + 10)
-    for line in proc.stdout.splitlines():
+def _ping_summary(output: str, count: int) -> tuple[int, int]:
+    for line in output.splitlines():
         if "packets transmitted" in line:
             parts = line.split(",")
             return int(parts[0].split()[0]), int(parts[1].split()[0])
     return count, 0
+
+
+def ping(ns: str, address: str, count: int = 3, interval: float = 0.2) -> tuple[int, int]:
+    """``(sent, received)`` for a short bounded ping from ``ns``."""
+    proc = nsexec(ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", address,
+                  check=False, timeout=count * interval + 10)
+    return _ping_summary(proc.stdout, count)
+
+
+class BackgroundPing:
+    """A ping of ``count`` packets every ``interval`` seconds from ``ns``, running while a test
+    does something else (a fault). ``result()`` waits for the last reply and returns
+    ``(sent, received)``; ``lost()`` then says when the unanswered packets were sent. A fixed
+    count, never a signal, ends it, so no packet still in flight is counted as lost."""
+
+    def __init__(self, ns: str, address: str, seconds: float, interval: float = 0.02) -> None:
+        self.count = max(1, round(seconds / interval))
+        self.seconds = seconds
+        self.interval = interval
+        self.output = ""
+        self.started = time.time()
+        self._out = tempfile.TemporaryFile("w+")  # a pipe would fill up and stall ping
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "ping", "-n", "-D", "-c", str(self.count), "-i", str(interval),
+             "-W", "1", address], stdout=self._out, stderr=subprocess.STDOUT)
+
+    def result(self) -> tuple[int, int]:
+        try:
+            self.proc.wait(timeout=self.seconds * 1.5 + 20)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return self.count, 0
+        self._out.seek(0)
+        self.output = self._out.read()
+        return _ping_summary(self.output, self.count)
+
+    def lost(self) -> list[float]:
+        """Unix times at which the unanswered packets were sent (interpolated between the
+        answered ones around them, whose send time is the reply's time minus its RTT)."""
+        sent_at: dict[int, float] = {}
+        for line in self.output.splitlines():
+            match = _REPLY.match(line)
+            if match and "DUP!" not in line:
+                sent_at[int(match[2])] = float(match[1]) - float(match[3]) / 1000
+        known = sorted(sent_at)
+        times = []
+        for seq in range(1, self.count + 1):
+            if seq in sent_at:
+                continue
+            at = bisect.bisect(known, seq)
+            if at:
+                times.append(sent_at[known[at - 1]] + (seq - known[at - 1]) * self.interval)
+            elif known:
+                times.append(sent_at[known[0]] - (known[0] - seq) * self.interval)
+            else:
+                times.append(self.started + (seq - 1) * self.interval)
+        return times
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
 
 
 def ping_matrix(lab, count: int = 3) -> dict[tuple[str, str], tuple[int, int]]:
