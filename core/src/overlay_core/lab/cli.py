@@ -7,19 +7,41 @@ import json
 import os
 import shutil
 import sys
+import time
 
 from ..errors import OverlayError
 from ..plugins import hookimpl
 
 COLUMNS = [("node", "NODE"), ("public_ip", "PUBLIC IP"), ("subnet", "SUBNET"),
-           ("backend", "BACKEND"), ("peers", "PEERS"), ("modes", "PEER MODES"), ("ready", "READY"),
-           ("agent", "AGENT")]
+           ("backend", "BACKEND"), ("peers", "PEERS"), ("modes", "PEER MODES"), ("states", "PEER STATES"),
+           ("store", "STORE"), ("ready", "READY"), ("agent", "AGENT")]
+
+
+def _states(row: dict) -> str:
+    """Peers by the state their backend reports (``peer_status`` in /readyz)."""
+    counts: dict[str, int] = {}
+    for status in row.get("peer_status", {}).values():
+        counts[status.get("state", "?")] = counts.get(status.get("state", "?"), 0) + 1
+    rejected = len(row.get("rejected_leases", {}))
+    parts = [f"{k}:{v}" for k, v in sorted(counts.items())] + ([f"rejected:{rejected}"] if rejected else [])
+    return " ".join(parts) or "-"
+
+
+def _store(row: dict) -> str:
+    store = row.get("store")
+    if not isinstance(store, dict):
+        return "-"
+    if store.get("connected"):
+        return "ok"
+    since = store.get("since")
+    return f"down {time.time() - since:.0f}s" if since else "down"
 
 
 def print_table(rows: list[dict]) -> None:
     table = [[title for _, title in COLUMNS]]
     for row in rows:
-        row = {**row, "modes": " ".join(f"{k}:{v}" for k, v in sorted(row.get("peer_modes", {}).items())) or "-"}
+        row = {**row, "modes": " ".join(f"{k}:{v}" for k, v in sorted(row.get("peer_modes", {}).items())) or "-",
+               "states": _states(row), "store": _store(row)}
         table.append([("yes" if row[k] else "no") if k == "ready" else str(row.get(k, "-"))
                       for k, _ in COLUMNS])
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
