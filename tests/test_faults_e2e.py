@@ -182,6 +182,9 @@ def test_garbage_config_keeps_the_data_plane_and_is_reported(lab):
 
 # -- 4. etcd outages -------------------------------------------------------------------------------
 
+SETTLE = 5.0  # seconds for every node's watch to deliver the re-created leases (a loaded 2-core machine)
+
+
 def test_etcd_black_holed_for_longer_than_the_ttl(lab):
     up_with_pods(lab, nodes=2, agent_args=TTL_ARGS)
     nodes = lab.state.nodes
@@ -208,13 +211,13 @@ def test_etcd_black_holed_for_longer_than_the_ttl(lab):
             ping.stop()
     lost = sorted(t for ping in pings for t in ping.lost())
     during = [t for t in lost if t < heal_wall]
-    rejoining = [t for t in lost if heal_wall <= t < back_wall + 1]
+    rejoining = [t for t in lost if heal_wall <= t < back_wall + SETTLE]
     print(f"\noutage {heal_wall - cut_wall:.0f} s (TTL {TTL} s): leases back {back_wall - heal_wall:.1f} s after "
           f"the heal; pings {results}; lost during the outage {len(during)}, while rejoining {len(rejoining)} "
           f"({', '.join(f'{t - heal_wall:+.2f} s' for t in rejoining[:10])})")
     assert all(sent == ping.count for (sent, _), ping in zip(results, pings))
     assert during == [], "pings lost while etcd was away"
-    assert [t for t in lost if t >= back_wall + 1] == [], "pings lost after every lease was back"
+    assert [t for t in lost if t >= back_wall + SETTLE] == [], "pings lost after every lease was back"
     for node in nodes:
         assert lab.readyz(node)[0] == 200
         wait_until(lambda n=node: metric(n, "overlay_etcd_connected") == 1, timeout=30, what="etcd connected")
@@ -279,7 +282,7 @@ def test_black_holed_etcd_is_noticed_and_recovered(lab):
     assert noticed["metric"] is not None and noticed["metric"] < 30
     assert recovered["metric"] is not None and recovered["metric"] < 30
     assert down_status == 200  # the data plane is right: ready stays true, the body says why
-    assert "the data plane stays as it is" in log_of(node) and "etcd reachable again" in log_of(node)
+    assert "the data plane stays as it is" in log_of(node) and "etcd: working again" in log_of(node)
     assert noticed["readyz"] is not None and noticed["readyz"] < 30
     assert recovered["readyz"] is not None and recovered["readyz"] < 30
     assert down_store["connected"] is False and cut_wall - 1 <= down_store["since"] <= time.time()
@@ -347,7 +350,7 @@ def test_etcd_cluster_losing_the_leader_the_agents_use(lab):
           "a lease written then "
           f"was programmed everywhere {programmed:.1f} s after the write; pings {sent}/{got}")
     assert sent == got == ping.count
-    assert "etcd reachable again" in log_of(n1)  # n1 lost its member and failed over
+    assert "etcd: working again" in log_of(n1)  # n1 lost its member and failed over
     add_pods(lab, joiner, 1)
     all_pings_ok(lab)
 

@@ -67,3 +67,13 @@ def test_an_accepted_lease_never_touches_the_underlay_or_our_subnet(base, plen, 
 
 def test_attrs_are_plain_values():
     assert lease("10.5.2.0-24").attrs == LeaseAttrs(IPv4Address("192.0.2.7"), None, "vxlan")
+
+
+def test_a_subnet_we_held_before_is_not_a_foreign_network_on_our_bridge():
+    """After a partition heal we moved from 10.5.1.0/24; cni0 still carries 10.5.1.1/24 until
+    the CNI plugin re-addresses it: the node that took 10.5.1.0/24 must still be reachable."""
+    moved = LeaseRules(CONFIG, (IPv4Network("10.5.9.0/24"),), ((IPv4Network("10.5.1.0/24"), "cni0"),))
+    assert moved.check(lease("10.5.1.0-24")).code == "local-network"
+    remembered = LeaseRules(CONFIG, (IPv4Network("10.5.9.0/24"),), ((IPv4Network("10.5.1.0/24"), "cni0"),),
+                            former=(IPv4Network("10.5.1.0/24"),))
+    assert remembered.check(lease("10.5.1.0-24")) is None

@@ -70,6 +70,7 @@ class Agent:
         self.builtins: list[Any] = []
         self.synced = False
         self.local: tuple = ()
+        self.held: set = set()  # every subnet this agent has held: leftovers on its bridge are its own
         self.owned: set[int] = set()  # ifindexes of the backend's devices (Links), watched for drift
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
@@ -128,7 +129,8 @@ class Agent:
         assert self.node is not None and self.dispatcher is not None
         lease = self.node.lease
         own = tuple(n for n in ((lease.subnet, lease.ipv6_subnet) if lease else ()) if n is not None)
-        rules = LeaseRules(self.node.config, own, self.local)
+        self.held.update(own)
+        rules = LeaseRules(self.node.config, own, self.local, tuple(sorted(self.held - set(own), key=str)))
         await self.dispatcher.deliver(self.dispatcher.rules_changed(rules))
 
     async def _taken(self, lease: Lease) -> None:
@@ -227,7 +229,9 @@ class Agent:
             self.phase = "acquiring-lease"
             keeper = self.keeper
             assert keeper is not None
-            await keeper.take(await keeper.acquire(config, attrs, subnet_file.previous()))
+            previous = subnet_file.previous()
+            self.held.update(n for n in previous if n is not None)
+            await keeper.take(await keeper.acquire(config, attrs, previous))
             self.phase = "syncing-peers"
             watcher = PeerWatcher(self.store, self.keys.subnets, self.peer_set, self.on_batch,
                                   keeper.on_own, self.metrics)

@@ -31,11 +31,14 @@ class Rejection:
 @dataclass(frozen=True)
 class LeaseRules:
     """The facts a lease is judged against: the config, our own subnets, and the networks
-    configured on this node's interfaces (each with the interface's name)."""
+    configured on this node's interfaces (each with the interface's name). ``former``: subnets
+    this node held before (its pod bridge may still carry their addresses until the CNI plugin
+    re-addresses it); those leftovers are ours, not a network a peer must stay off."""
 
     config: NetworkConfig
     own: tuple[Network, ...] = ()
     local: tuple[tuple[Network, str], ...] = ()
+    former: tuple[Network, ...] = ()
 
     def subnets(self, lease: Lease) -> list[Network]:
         """The lease's subnets of the enabled families."""
@@ -62,7 +65,7 @@ class LeaseRules:
                 if overlap(subnet, own):
                     return Rejection("own-subnet", f"{subnet} overlaps this node's own subnet {own}")
             for net, device in self.local:
-                if overlap(subnet, net) and not any(overlap(net, own) for own in self.own):
+                if overlap(subnet, net) and not any(overlap(net, mine) for mine in (*self.own, *self.former)):
                     return Rejection("local-network", f"{subnet} overlaps {net} configured on {device}")
         for ip, net in ((lease.attrs.public_ip, self.config.network),
                         (lease.attrs.public_ipv6, self.config.ipv6_network)):
