@@ -155,7 +155,7 @@ class Agent:
             statuses = self.hooks.peer_status(node)
             if statuses:
                 facts["peer_status"] = {key: {"state": st.state, **st.detail} for key, st in sorted(statuses.items())}
-        ready = self.ready
+        ready = self.ready and not facts.get("not_ready")  # a plugin's one-line reason (overlay_report)
         self.metrics.ready.set(1 if ready else 0)
         return ready, facts
 
