@@ -5,7 +5,8 @@
 ``{"Response": {..., "RequestId"}}`` and errors ``{"Response": {"Error": {"Code", "Message"}}}``).
 It verifies every request's TC3-HMAC-SHA256 signature against the credentials it was given and
 keeps route tables in memory. Supported actions: DescribeRouteTables (``vpc-id`` /
-``route-table-id`` filters, ``RouteTableIds``, ``Offset``/``Limit``), CreateRoutes, DeleteRoutes.
+``route-table-id`` filters, ``RouteTableIds``, ``Offset``/``Limit``), CreateRoutes, DeleteRoutes,
+DisableRoutes (the console's "disable", for the lab).
 Console edits are methods (``console_disable``, ``console_delete``, ``console_add``).
 
 Faults (``FakeVpc.faults``): latency per call, the next N calls throttled, the next N calls
@@ -243,6 +244,7 @@ class FakeVpc:
             "DescribeRouteTables": self._describe,
             "CreateRoutes": self._create,
             "DeleteRoutes": self._delete,
+            "DisableRoutes": self._disable,
         }.get(action)
         if handler is None:
             raise ApiFault("InvalidAction", f"The action {action} is not supported by the fake.")
@@ -339,6 +341,21 @@ class FakeVpc:
             table.routes.remove(route)
             self._changed("delete", table.table_id, route)
         return {"RouteSet": [r.to_api(table.table_id) for r in gone]}
+
+    def _disable(self, params: dict[str, Any]) -> dict[str, Any]:
+        """DisableRoutes by ``RouteIds``, as the console's "disable" button does."""
+        table = self._table(params)
+        ids = params.get("RouteIds") or []
+        if not ids:
+            raise ApiFault("MissingParameter", "RouteIds is required.")
+        routes = [next((r for r in table.routes if r.route_id == i), None) for i in ids]
+        if None in routes:
+            raise ApiFault("ResourceNotFound", f"No route among {ids} in {table.table_id}.")
+        for route in routes:
+            if route.enabled:
+                route.enabled = False
+                self._changed("disable", table.table_id, route)
+        return {}
 
     def _new_route(self, destination: str, gateway_type: str, gateway_id: str, description: str) -> FakeRoute:
         n = next(self._ids)
