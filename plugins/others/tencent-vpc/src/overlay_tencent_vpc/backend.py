@@ -26,7 +26,7 @@ from overlay_core.kernel_backend import PeerPlan, ReconcilingBackend
 from overlay_core.retry import OutageLog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .cloud import VpcApi
+from .cloud import RetryPolicy, VpcApi
 from .metadata import InstanceMetadata, read_instance_metadata
 from .options import BACKEND, TencentOptions, parse_options
 from .routes import VpcRouteTarget
@@ -39,6 +39,7 @@ PEER_MODE = "vpc-routed"  # how every peer is reached: through the VPC router, n
 class TencentVpcBackend(ReconcilingBackend):
     type = BACKEND
     lease_type = ""  # Flannel's tencent-vpc lease has no BackendType
+    retry = RetryPolicy()  # per API call, within one converge
 
     @classmethod
     def parse_options(cls, config) -> TencentOptions:
@@ -64,7 +65,7 @@ class TencentVpcBackend(ReconcilingBackend):
         if self.target is not None:
             return self.target
         self.metadata = await read_instance_metadata(self.options.metadata_url)
-        self.api = VpcApi(self.options, self.metadata.region)
+        self.api = VpcApi(self.options, self.metadata.region, retry=self.retry)
         self.target = VpcRouteTarget(
             self.api,
             vpc_id=self.metadata.vpc_id,

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -590,23 +590,6 @@ class KernelRoutes:
         if proc.returncode != 0 and not (action == "del" and "No such process" in proc.stderr):
             self.errors.append(f"{' '.join(argv)}: {proc.stderr.strip()}")
             log.warning("%s", self.errors[-1])
-
-
-# -- until core's converge lands ----------------------------------------------------------------
-
-
-async def converge(target: Any, desired: Iterable[Any]) -> int:
-    """Stand-in for core's ``converge(target, desired)``: diff by ``.key``, replace semantics.
-
-    One ``dump``; ``apply`` only when something differs. Returns the failures ``apply`` reports.
-    """
-    dumped = {obj.key: obj for obj in await target.dump() if target.owns(obj)}
-    wanted = {obj.key: obj for obj in desired if target.accepts(obj)}
-    to_set = [obj for key, obj in wanted.items() if dumped.get(key) != obj]
-    to_delete = [obj for key, obj in dumped.items() if key not in wanted]
-    if not to_set and not to_delete:
-        return 0
-    return await target.apply(to_set, to_delete)
 
 
 # -- as a process (the lab) ---------------------------------------------------------------------
