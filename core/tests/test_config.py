@@ -76,3 +76,11 @@ def test_same_network_ignores_backend_options():
     assert a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan","VNI":2}}'))
     assert not a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}'))
     assert not a.same_network(parse_config('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}'))
+
+
+def test_shown_config_hides_credentials_of_the_backend():
+    raw = ('{"Network": "10.5.0.0/16", "backend": {"Type": "tencent-vpc", "AccessKeyID": "AKIDx", '
+           '"accessKeySecret": "s3cret", "PSK": "psk-value", "RouteTableLimit": 50}}')
+    shown = parse_config(raw).shown()
+    assert "AKIDx" not in shown and "s3cret" not in shown and "psk-value" not in shown
+    assert '"RouteTableLimit": 50' in shown and '"Type": "tencent-vpc"' in shown and "10.5.0.0/16" in shown
