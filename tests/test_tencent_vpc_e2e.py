@@ -136,13 +136,15 @@ def test_lease_change_moves_the_route(lab):
 
 
 def test_full_route_table_leaves_the_node_not_ready_with_the_reason(lab):
-    lab.up(nodes=3, backend="tencent-vpc", backend_options={"RouteTableLimit": 2}, agent_args=FAST,
-           start_agents=False)
+    # credentials in the network config this time (the lab otherwise gives them through the environment)
+    options = {"RouteTableLimit": 2, "AccessKeyID": CLOUD.secret_id, "AccessKeySecret": CLOUD.secret_key}
+    lab.up(nodes=3, backend="tencent-vpc", backend_options=options, agent_args=FAST, start_agents=False)
     first, last = lab.state.nodes[:2], lab.node(3)
+    no_env = {"ACCESS_KEY_ID": "", "ACCESS_KEY_SECRET": ""}
     for node in first:
-        lab.start_agent(node, *FAST)
+        lab.start_agent(node, *FAST, env=no_env)
     lab.wait_ready(first)
-    lab.start_agent(last, *FAST)
+    lab.start_agent(last, *FAST, env=no_env)
 
     def refused():
         status, facts = lab.readyz(last)
