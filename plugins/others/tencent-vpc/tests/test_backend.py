@@ -56,8 +56,11 @@ async def test_start_creates_the_own_route_with_the_external_mtu_and_no_backend_
     registry = CollectorRegistry()
     b = make(vpc_server, metadata_server, registry)
     assert b.overlay_lease_request(b.node) == LeaseRequest("", 1500)
-    await start(b)
+    b.node.lease = lease(SUBNET)
+    await b.overlay_lease_acquired(b.node.lease)  # the route right away, before the peers are read
     assert own(vpc) == [("10.5.1.0/24", str(NODE_IP), True)]
+    await b.overlay_store_in_sync([])
+    assert dict(vpc.calls) == {"DescribeRouteTables": 2, "CreateRoutes": 1}
     peer = lease(IPv4Network("10.5.2.0/24"), IPv4Address("192.0.2.12"))
     assert b.accepts(peer) and b.plan(peer).mode == PEER_MODE and b.plan(peer).objects == ()
     await b.overlay_reconcile([peer])  # nothing changed: one describe, no write

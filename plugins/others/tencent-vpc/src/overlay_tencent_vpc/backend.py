@@ -6,12 +6,12 @@ through ``VpcRouteTarget``. Peers need nothing on this node (the VPC router carr
 traffic), so their plan is empty and peer events cost no API call. Like Flannel's, the lease
 carries no ``BackendType``.
 
-Life: at the first lease, the instance metadata is read and the API client opened; one
-DescribeRouteTables then checks the key and the table, so refused credentials or a wrong
-``RouteTableId`` stop the agent with one line, while an unreachable API only leaves the node not
-ready (``/readyz`` says why) until a reconcile gets through. Every reconcile (``--reconcile-
-interval``) does one DescribeRouteTables and writes only what differs; a lease change deletes
-the old route and creates the new one.
+Life: at the first lease, the instance metadata is read, the API client opened and the route
+made right at once (one DescribeRouteTables, a CreateRoutes when missing), so refused
+credentials or a wrong ``RouteTableId`` stop the agent with one line, while an unreachable API
+only leaves the node not ready (``/readyz`` says why) until a reconcile gets through. Every
+reconcile (``--reconcile-interval``) does one DescribeRouteTables and writes only what differs;
+a lease change deletes the old route and creates the new one.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ class TencentVpcBackend(ReconcilingBackend):
                 self.services.reconcile_soon()
             return
         self._started = True
-        try:  # refused credentials, an unknown table or a foreign VPC stop the agent here
-            await (await self._open()).dump()
+        try:  # the route at once; refused credentials, an unknown table or a foreign VPC stop the agent
+            await super().converge([])  # no peer is known yet, and peers add no object anyway
         except ConfigError:  # VpcAuthError is one
             raise
         except OverlayError as exc:  # unreachable: not ready, and the reconcile timer tries again
