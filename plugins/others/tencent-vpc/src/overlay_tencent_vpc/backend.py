@@ -24,7 +24,7 @@ from typing import Any
 from overlay_core import ConfigError, LeaseRequest, OverlayError, hookimpl
 from overlay_core.kernel_backend import PeerPlan, ReconcilingBackend
 from overlay_core.retry import OutageLog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from .cloud import RetryPolicy, VpcApi
 from .metadata import InstanceMetadata, read_instance_metadata
