@@ -96,14 +96,17 @@ class TencentVpcBackend(ReconcilingBackend):
             out.append(self.target.route_for(lease.subnet))
         return out
 
-    async def converge(self, peers: Sequence[Any]) -> tuple[int, int]:
+    async def converge(self, peers: Sequence[Any], *, stop_on_config_error: bool = False) -> tuple[int, int]:
         """Core's converge; a failure (API down, refused, metadata unreadable) is one line and a
-        reason in ``/readyz``, and the reconcile timer tries again."""
+        reason in ``/readyz``, and the reconcile timer tries again. ``stop_on_config_error``
+        (at start): refused credentials, an unknown table or a foreign VPC are raised instead."""
         try:
             changed = await super().converge(peers)
         except OverlayError as exc:
             self.problem = str(exc)
             if isinstance(exc, ConfigError):  # refused key (VpcAuthError), unknown table: needs a person
+                if stop_on_config_error:
+                    raise
                 LOGGER.error("%s", exc)
             else:
                 self._outage.failed(exc)
@@ -135,13 +138,8 @@ class TencentVpcBackend(ReconcilingBackend):
                 self.services.reconcile_soon()
             return
         self._started = True
-        try:  # the route at once; refused credentials, an unknown table or a foreign VPC stop the agent
-            await super().converge([])  # no peer is known yet, and peers add no object anyway
-        except ConfigError:  # VpcAuthError is one
-            raise
-        except OverlayError as exc:  # unreachable: not ready, and the reconcile timer tries again
-            self.problem = str(exc)
-            self._outage.failed(exc)
+        # the route at once (no peer is known yet, and peers add no object anyway)
+        await self.converge([], stop_on_config_error=True)
 
     @hookimpl
     async def overlay_shutdown(self) -> None:
