@@ -1,8 +1,10 @@
-"""Benchmark (draft), tencent-vpc: time from backend start to own route present, and VPC API calls.
+"""Benchmark, tencent-vpc: time from backend start to own route present, and VPC API calls.
 
-Each node reads the instance metadata (3 GETs), describes its VPC's route tables and creates its
-own route, through the real TencentCloud SDK against the local fake VPC API (signatures checked),
-which adds ``--latency`` seconds to every call (Tencent's public endpoint is tens of ms away).
+Each node is the ``Backend`` class driven through the agent's hooks: at its lease it reads the
+instance metadata (3 GETs), describes its VPC's route tables and creates its own route, then the
+agent's first full converge describes once more; all through the real TencentCloud SDK against
+the local fake VPC API (signatures checked), which adds ``--latency`` seconds to every call
+(Tencent's public endpoint is tens of ms away).
 With ``--nodes N`` the nodes start together in this one process and share one route table, as
 a cluster does (their CPU then adds up here, unlike on N machines). Then every node runs
 ``--reconciles`` converges with nothing changed (goal: 1 DescribeRouteTables, 0 writes each),
@@ -28,8 +30,10 @@ from collections import Counter
 from ipaddress import IPv4Address, IPv4Network
 
 import trio
-from overlay_tencent_vpc import VpcApi, VpcRouteTarget, parse_options, read_instance_metadata
-from overlay_tencent_vpc.testing import FakeCloud, FakeVpc, FakeVpcServer, converge
+from overlay_core import ExternalInterface, Node, parse_config
+from overlay_core.lease import Lease, LeaseAttrs
+from overlay_tencent_vpc.backend import TencentVpcBackend
+from overlay_tencent_vpc.testing import FakeCloud, FakeVpc, FakeVpcServer
 
 CLOUD = FakeCloud()
 NETWORK = IPv4Network("10.5.0.0/16")
@@ -40,7 +44,7 @@ import os, time
 import overlay_core, trio
 def rss(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 before, t = rss(), time.perf_counter()
-import overlay_tencent_vpc
+import overlay_tencent_vpc.backend
 print(time.perf_counter() - t, rss() - before)
 """
 
@@ -52,34 +56,46 @@ def import_cost() -> tuple[float, float]:
     return float(seconds), float(mb)
 
 
+def make_backend(index: int, api_url: str, metadata_url: str) -> TencentVpcBackend:
+    """The Backend as the agent builds it, for node ``192.0.2.<10+index>`` (no services: no metrics)."""
+    address = IPv4Address(f"192.0.2.{10 + index}")
+    config = parse_config(json.dumps({"Network": str(NETWORK), "Backend": CLOUD.backend_config(api_url, metadata_url)}))
+    node = Node(config, ExternalInterface("eth0", 2, 1500, address=address, public_ip=address), netlink=None)
+    backend = TencentVpcBackend(node)
+    backend.overlay_network_config(config, node)
+    return backend
+
+
 async def one_node(index: int, vpc: FakeVpc, api_url: str, metadata_url: str, reconciles: int) -> dict:
-    node = IPv4Address(f"192.0.2.{10 + index}")
     subnet = IPv4Network(f"10.5.{index}.0/24")
-    options = parse_options(CLOUD.backend_config(api_url, metadata_url), {})
+    backend = make_backend(index, api_url, metadata_url)
+    node = backend.node
     start = time.perf_counter()
-    meta = await read_instance_metadata(options.metadata_url)
-    async with VpcApi(options, meta.region) as api:
-        target = VpcRouteTarget(api, vpc_id=meta.vpc_id, node_address=node, network=NETWORK,
-                                limit=options.route_table_limit)
-        failed = await converge(target, [target.route_for(subnet)])
-        ready = time.perf_counter() - start
-        present = any(r.destination == str(subnet) and r.gateway_id == str(node) for r in vpc.routes(CLOUD.table_id))
-        at_start = dict(api.calls)
-        before = Counter(api.calls)
-        for _ in range(reconciles):
-            await converge(target, [target.route_for(subnet)])
-        steady = Counter(api.calls)
-        steady.subtract(before)
-        vpc.console_delete(CLOUD.table_id, str(subnet))
-        before = Counter(api.calls)
-        t = time.perf_counter()
-        await converge(target, [target.route_for(subnet)])
-        restore = time.perf_counter() - t
-        repair = Counter(api.calls)
-        repair.subtract(before)
+    node.lease = Lease(subnet, None, LeaseAttrs(node.iface.public_ip, None, ""))
+    await backend.overlay_lease_acquired(node.lease)  # the agent's startup hook: metadata, client, route
+    ready = time.perf_counter() - start
+    gateway = str(node.iface.public_ip)
+    present = any(r.destination == str(subnet) and r.gateway_id == gateway for r in vpc.routes(CLOUD.table_id))
+    await backend.overlay_store_in_sync([])  # the agent's first full converge
+    api = backend.api
+    assert api is not None
+    at_start = dict(api.calls)
+    before = Counter(api.calls)
+    for _ in range(reconciles):
+        await backend.overlay_reconcile([])
+    steady = Counter(api.calls)
+    steady.subtract(before)
+    vpc.console_delete(CLOUD.table_id, str(subnet))
+    before = Counter(api.calls)
+    t = time.perf_counter()
+    await backend.overlay_reconcile([])
+    restore = time.perf_counter() - t
+    repair = Counter(api.calls)
+    repair.subtract(before)
+    await backend.overlay_shutdown()
     return {
         "start_to_route_s": ready,
-        "route_present": present and failed == 0,
+        "route_present": present and backend.problem is None,
         "calls_at_start": at_start,
         "calls_per_reconcile": {k: v / reconciles for k, v in steady.items() if v},
         "restore_s": restore,

@@ -92,3 +92,11 @@ def test_no_backend_selects_vxlan_and_is_marked_for_the_warning():
     config = parse_config('{"Network":"10.0.0.0/16"}')
     assert config.backend_type == "vxlan" and config.backend_defaulted
     assert not parse_config('{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan"}}').backend_defaulted
+
+
+def test_shown_config_hides_credentials_of_the_backend():
+    raw = ('{"Network": "10.5.0.0/16", "backend": {"Type": "tencent-vpc", "AccessKeyID": "AKIDx", '
+           '"accessKeySecret": "s3cret", "PSK": "psk-value", "RouteTableLimit": 50}}')
+    shown = parse_config(raw).shown()
+    assert "AKIDx" not in shown and "s3cret" not in shown and "psk-value" not in shown
+    assert '"RouteTableLimit": 50' in shown and '"Type": "tencent-vpc"' in shown and "10.5.0.0/16" in shown

@@ -94,9 +94,10 @@ class Agent:
         return self.synced and all(b.ready for b in self.builtins) and not self.config_watch.conflict
 
     def report(self) -> tuple[bool, dict[str, Any]]:
-        ready = self.ready
+        facts = node_report(self)
+        ready = self.ready and not facts.get("not_ready")  # a plugin's one-line reason (overlay_report)
         self.metrics.ready.set(1 if ready else 0)
-        return ready, node_report(self)
+        return ready, facts
 
     # -- peers ---------------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class Agent:
                 await nursery.start(server.serve, self.options.healthz_ip, self.options.healthz_port)
             self.phase = "fetching-config"
             config = await self.config_watch.first(self._retry)
-            LOGGER.info("network config: %s", config.raw.strip())
+            LOGGER.info("network config: %s", config.shown())  # credentials masked
             firewall, subnet_file = self._register_builtins(services)
             node = await self._start_backend(config, services)
             await firewall.open(config)  # a precondition: checked before anything is written to the store

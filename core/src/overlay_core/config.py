@@ -62,6 +62,9 @@ class FamilyRange:
             yield cls((base, self.subnet_len))
 
 
+CREDENTIAL_WORDS = ("secret", "psk", "password", "token", "accesskey", "privatekey")
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """A validated network config. ``backend`` holds the raw ``Backend`` object."""
@@ -90,6 +93,20 @@ class NetworkConfig:
     def backend_option(self, name: str, default: Any = None) -> Any:
         """A key of the ``Backend`` object, matched case-insensitively."""
         return self.backend.get(name.lower(), default)
+
+    def shown(self) -> str:
+        """``raw`` for a log line, with the values of ``Backend`` keys that name a credential
+        (``CREDENTIAL_WORDS``: a PSK, TencentCloud's AccessKeyID/AccessKeySecret) replaced by ``***``."""
+        try:
+            data = json.loads(self.raw)
+        except ValueError:
+            return "(not shown: not JSON)"
+        for key, backend in data.items() if isinstance(data, dict) else ():
+            if key.lower() == "backend" and isinstance(backend, dict):
+                for name in backend:
+                    if any(word in name.lower() for word in CREDENTIAL_WORDS):
+                        backend[name] = "***"
+        return json.dumps(data)
 
     def same_network(self, other: NetworkConfig) -> bool:
         """True when both configs hand out the same subnets with the same backend."""

@@ -146,7 +146,9 @@ def overlay_report(node: Node) -> Mapping[str, Any] | None:
     """Extra facts for ``/readyz`` and ``lab status`` (for example unreachable peers).
 
     When: on every ``/readyz`` request.
-    Returns: a JSON-serialisable mapping merged into the report, or None.
+    Returns: a JSON-serialisable mapping merged into the report, or None. A plugin that cannot
+    do its work yet (a cloud API unreachable, a route table full) says why under the key
+    ``not_ready`` (one line): the node then reports not ready (``/readyz`` answers 503).
     """
 
 

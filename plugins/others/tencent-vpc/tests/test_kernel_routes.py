@@ -13,8 +13,9 @@ from ipaddress import IPv4Network
 import pytest
 import trio
 from overlay_core.lab.netns import add_namespace, delete_namespace, ip
+from overlay_core.reconcile import converge
 from overlay_tencent_vpc import VpcApi, parse_options
-from overlay_tencent_vpc.testing import FakeCloud, FakeVpcServer, KernelRoutes, converge
+from overlay_tencent_vpc.testing import FakeCloud, FakeVpcServer, KernelRoutes
 
 CLOUD = FakeCloud()
 SUBNET = IPv4Network("10.5.1.0/24")

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from overlay_core import ConfigError
+from overlay_core.reconcile import converge as core_converge
 from overlay_tencent_vpc import (
     VpcApi,
     VpcApiError,
@@ -16,7 +17,7 @@ from overlay_tencent_vpc import (
     VpcUnavailableError,
     parse_options,
 )
-from overlay_tencent_vpc.testing import FakeCloud, converge
+from overlay_tencent_vpc.testing import FakeCloud
 
 CLOUD = FakeCloud()
 NODE = IPv4Address(CLOUD.instance_ip)
@@ -33,6 +34,12 @@ def like(target, api=None, **changes):
     """A target for the same node and network, through another client or for another VPC or table."""
     args = {"vpc_id": target.vpc_id, "node_address": target.node_address, "network": target.network, **changes}
     return VpcRouteTarget(api or target.api, **args)
+
+
+async def converge(target, desired) -> int:
+    """Core's converge of ``target``; 1 when it left a problem (conflict, full table), else 0."""
+    await core_converge(target, desired)
+    return 0 if target.problem is None else 1
 
 
 def writes(api):

@@ -6,8 +6,9 @@ import logging
 from ipaddress import IPv4Network
 
 from overlay_core import OverlayError
+from overlay_core.reconcile import converge
 from overlay_tencent_vpc import VpcApi, VpcRouteTarget, parse_options
-from overlay_tencent_vpc.testing import FakeCloud, converge
+from overlay_tencent_vpc.testing import FakeCloud
 
 CLOUD = FakeCloud()
 SUBNET_TEXT = "10.5.1.0/24"

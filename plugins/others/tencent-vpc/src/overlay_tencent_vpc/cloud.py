@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 from overlay_core import ConfigError, OverlayError
+from overlay_core.retry import Backoff
 from tencentcloud.common import credential
 from tencentcloud.common.abstract_client import LOGGER_NAME as SDK_LOGGER_NAME
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
@@ -59,7 +60,8 @@ class VpcUnavailableError(VpcApiError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter: ``first_delay`` doubling up to ``max_delay``, ``attempts`` calls."""
+    """``attempts`` calls at most, spaced by core's ``Backoff``: ``first_delay`` doubling up to
+    ``max_delay``, each spread by ±50 %."""
 
     attempts: int = 5
     first_delay: float = 0.2
@@ -67,8 +69,9 @@ class RetryPolicy:
 
     def delays(self, rand: random.Random) -> Iterator[float]:
         """The sleeps between attempts (one fewer than ``attempts``)."""
-        for i in range(self.attempts - 1):
-            yield min(self.max_delay, self.first_delay * 2**i) * rand.uniform(0.5, 1.0)
+        backoff = Backoff(self.first_delay, self.max_delay, rand=rand)
+        for _ in range(self.attempts - 1):
+            yield backoff.next()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 Flannel's names (``AccessKeyID``, ``AccessKeySecret``) plus ours for tests and private clouds
 (``ApiEndpoint``, ``MetadataURL``, ``RouteTableId``, ``RouteTableLimit``). The table ``OPTIONS``
-drives the parsing so it ports to core's ``read_options`` when that lands. Keys match
-case-insensitively, as Flannel's JSON decoding does.
+drives the parsing. Not core's ``read_options``: its checks cannot change a value (URLs are
+normalised here, an empty ``RouteTableId`` means "the first table"), it leaves unknown keys alone
+(here a misspelt key is an error with a suggestion: a typo in ``RouteTableId`` would otherwise
+silently pick the first table) and the credentials' environment fallback is a step after it.
+Keys match case-insensitively, as Flannel's JSON decoding does.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from overlay_core import ConfigError
-
-from .secret import Secret
+from overlay_core.services import Secret
 
 BACKEND = "tencent-vpc"
 DEFAULT_API_ENDPOINT = "https://vpc.tencentcloudapi.com"

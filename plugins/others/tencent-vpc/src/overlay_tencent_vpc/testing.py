@@ -5,7 +5,8 @@
 ``{"Response": {..., "RequestId"}}`` and errors ``{"Response": {"Error": {"Code", "Message"}}}``).
 It verifies every request's TC3-HMAC-SHA256 signature against the credentials it was given and
 keeps route tables in memory. Supported actions: DescribeRouteTables (``vpc-id`` /
-``route-table-id`` filters, ``RouteTableIds``, ``Offset``/``Limit``), CreateRoutes, DeleteRoutes.
+``route-table-id`` filters, ``RouteTableIds``, ``Offset``/``Limit``), CreateRoutes, DeleteRoutes,
+DisableRoutes (the console's "disable", for the lab).
 Console edits are methods (``console_disable``, ``console_delete``, ``console_add``).
 
 Faults (``FakeVpc.faults``): latency per call, the next N calls throttled, the next N calls
@@ -34,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -243,6 +244,7 @@ class FakeVpc:
             "DescribeRouteTables": self._describe,
             "CreateRoutes": self._create,
             "DeleteRoutes": self._delete,
+            "DisableRoutes": self._disable,
         }.get(action)
         if handler is None:
             raise ApiFault("InvalidAction", f"The action {action} is not supported by the fake.")
@@ -339,6 +341,21 @@ class FakeVpc:
             table.routes.remove(route)
             self._changed("delete", table.table_id, route)
         return {"RouteSet": [r.to_api(table.table_id) for r in gone]}
+
+    def _disable(self, params: dict[str, Any]) -> dict[str, Any]:
+        """DisableRoutes by ``RouteIds``, as the console's "disable" button does."""
+        table = self._table(params)
+        ids = params.get("RouteIds") or []
+        if not ids:
+            raise ApiFault("MissingParameter", "RouteIds is required.")
+        routes = [next((r for r in table.routes if r.route_id == i), None) for i in ids]
+        if None in routes:
+            raise ApiFault("ResourceNotFound", f"No route among {ids} in {table.table_id}.")
+        for route in routes:
+            if route.enabled:
+                route.enabled = False
+                self._changed("disable", table.table_id, route)
+        return {}
 
     def _new_route(self, destination: str, gateway_type: str, gateway_id: str, description: str) -> FakeRoute:
         n = next(self._ids)
@@ -573,23 +590,6 @@ class KernelRoutes:
         if proc.returncode != 0 and not (action == "del" and "No such process" in proc.stderr):
             self.errors.append(f"{' '.join(argv)}: {proc.stderr.strip()}")
             log.warning("%s", self.errors[-1])
-
-
-# -- until core's converge lands ----------------------------------------------------------------
-
-
-async def converge(target: Any, desired: Iterable[Any]) -> int:
-    """Stand-in for core's ``converge(target, desired)``: diff by ``.key``, replace semantics.
-
-    One ``dump``; ``apply`` only when something differs. Returns the failures ``apply`` reports.
-    """
-    dumped = {obj.key: obj for obj in await target.dump() if target.owns(obj)}
-    wanted = {obj.key: obj for obj in desired if target.accepts(obj)}
-    to_set = [obj for key, obj in wanted.items() if dumped.get(key) != obj]
-    to_delete = [obj for key, obj in dumped.items() if key not in wanted]
-    if not to_set and not to_delete:
-        return 0
-    return await target.apply(to_set, to_delete)
 
 
 # -- as a process (the lab) ---------------------------------------------------------------------
