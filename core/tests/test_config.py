@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from overlay_core.config import parse_config
 from overlay_core.errors import ConfigError
@@ -76,3 +78,11 @@ def test_same_network_ignores_backend_options():
     assert a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan","VNI":2}}'))
     assert not a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}'))
     assert not a.same_network(parse_config('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}'))
+
+
+def test_config_for_log_hides_backend_secrets():
+    config = parse_config('{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","PSK":"c2VjcmV0","ListenPort":5},'
+                          '"x":{"Password":"kept: not a Backend key"}}')
+    line = config.for_log()
+    assert json.loads(line)["Backend"] == {"Type": "wireguard", "PSK": "***", "ListenPort": 5}
+    assert "c2VjcmV0" not in line and "\n" not in line

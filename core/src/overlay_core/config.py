@@ -17,6 +17,7 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_BACKEND = "vxlan"
+SECRET_WORDS = ("psk", "password", "secret", "token", "privatekey")  # Backend keys never logged as they are
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,18 @@ class NetworkConfig:
     def backend_option(self, name: str, default: Any = None) -> Any:
         """A key of the ``Backend`` object, matched case-insensitively."""
         return self.backend.get(name.lower(), default)
+
+    def for_log(self) -> str:
+        """The config as one JSON line for the log, each ``Backend`` value whose key names a secret
+        (a PSK, password, token or private key) shown as ``***``."""
+        try:
+            obj = json.loads(self.raw)
+        except ValueError:
+            return self.raw.strip()
+        for key, value in obj.items():
+            if key.lower() == "backend" and isinstance(value, dict):
+                obj[key] = {k: "***" if any(w in k.lower() for w in SECRET_WORDS) else v for k, v in value.items()}
+        return json.dumps(obj)
 
     def same_network(self, other: NetworkConfig) -> bool:
         """True when both configs hand out the same subnets with the same backend."""
