@@ -222,3 +222,40 @@ def test_bad_psk_is_a_one_line_error_without_the_value(lab):
         log = fh.read()
     assert "wireguard: PSK must be the base64 text of a 32-byte key" in log
     assert "c2VjcmV0" not in log.split("network config:")[-1].split("\n", 1)[1] and "Traceback" not in log
+
+
+def test_wireguard_go_of_a_device_the_config_dropped_is_stopped(lab):
+    lab.up(nodes=1, backend="wireguard", ipv6="dual")
+    n1 = lab.node(1)
+    v6_pid = facts(lab, n1)["wireguard_devices"]["flannel-wg-v6"]["wireguard_go_pid"]
+    v4_pid = facts(lab, n1)["wireguard_devices"]["flannel-wg"]["wireguard_go_pid"]
+    assert lab.stop_agent(n1) == 0
+    config = {**lab.state.config, "Backend": {"Type": "wireguard", "Mode": "auto"}}  # one device for both families
+    lab.write_config(config)
+    lab.start_agent(n1)
+    lab.wait_ready([n1])
+    wait_until(lambda: not os.path.exists(f"/proc/{v6_pid}"), timeout=10, what="the left-over wireguard-go gone")
+    assert "flannel-wg-v6" not in ip("link", ns=n1.ns)
+    assert facts(lab, n1)["wireguard_devices"]["flannel-wg"]["wireguard_go_pid"] == v4_pid  # adopted, not restarted
+    assert "2001:db8:10::/48 dev flannel-wg proto 79" in ip("-6", "route", ns=n1.ns)
+    with open(n1.log) as fh:
+        assert "stopped wireguard-go for flannel-wg-v6" in fh.read()
+
+
+def test_flannel_written_lease_is_a_peer_until_it_goes(lab):
+    lab.up(nodes=1, backend="wireguard")
+    n1 = lab.node(1)
+    key = KeyPair.generate().public
+    value = ('{"PublicIP":"192.0.2.50","PublicIPv6":null,"BackendType":"wireguard",'
+             f'"BackendData":{{"PublicKey":"{key}","Port":0}}}}')  # Port 0: a Flannel before ports were advertised
+    lab.etcdctl("put", f"{PREFIX}/subnets/10.5.200.0-24", value)
+    wait_until(lambda: key in peer_keys(lab, n1), timeout=10, what="the Flannel lease's peer")
+    line = next(x for x in wg(lab, n1, "show", "flannel-wg", "dump").splitlines() if x.startswith(key))
+    assert line.split("\t")[2:4] == ["192.0.2.50:51820", "10.5.200.0/24"]
+    assert facts(lab, n1)["peer_status"]["10.5.200.0-24"]["state"] == "programmed"  # no handshake: nobody there
+    lab.etcdctl("put", f"{PREFIX}/subnets/10.5.201.0-24", value.replace(key, "not-a-key"))
+    wait_until(lambda: "10.5.201.0-24" in facts(lab, n1).get("peer_status", {}), timeout=10, what="bad lease judged")
+    skipped = facts(lab, n1)["peer_status"]["10.5.201.0-24"]
+    assert skipped["state"] == "skipped" and "PublicKey that is not base64" in skipped["reason"]
+    lab.etcdctl("del", f"{PREFIX}/subnets/10.5.200.0-24")
+    wait_until(lambda: key not in peer_keys(lab, n1), timeout=10, what="the peer removed with its lease")

@@ -26,7 +26,18 @@ from overlay_core.dataplane.objects import Route
 from overlay_core.kernel_backend import PeerPlan
 from overlay_core.services import Helper, ProcessSpec
 
-from .calc import BACKEND_TYPE, DeviceLayout, DeviceSpec, Local, device_layouts, devices, lease_data, plan_peer
+from .calc import (
+    BACKEND_TYPE,
+    DEVICE,
+    DEVICE_V6,
+    DeviceLayout,
+    DeviceSpec,
+    Local,
+    device_layouts,
+    devices,
+    lease_data,
+    plan_peer,
+)
 from .keys import KeyPair, key_file_path, load_or_create
 from .options import WgOptions, device_mtu, parse_options
 from .peer import DeviceConfig, WgPeer
@@ -89,7 +100,10 @@ class WireguardBackend(KernelBackend):
     async def _start_helpers(self) -> None:
         assert self.services is not None and self.local is not None
         directory = socket_dir(self.services.state_dir)
-        for spec in devices(self.local):
+        wanted = devices(self.local)
+        for name in {DEVICE, DEVICE_V6} - {spec.name for spec in wanted}:
+            await self._stop_left_over(WireguardGo(name, directory))
+        for spec in wanted:
             inst = self.instances[spec.name] = WireguardGo(spec.name, directory)
             await trio.to_thread.run_sync(inst.prepare)
             self.devices[spec.name] = WireguardDeviceTarget(inst.client())
@@ -99,6 +113,20 @@ class WireguardBackend(KernelBackend):
             LOGGER.info("%s wireguard-go for %s (pid %s, UAPI socket %s)", how, spec.name, helper.pid, inst.socket_path)
             if not helper.adopted:  # a fresh device: its key and port at once, peers follow with the first sync
                 await self.devices[spec.name].apply([self._device_config(spec)], [])
+
+    async def _stop_left_over(self, inst: WireguardGo) -> None:
+        """A previous agent ran wireguard-go for a device this config no longer has (``Mode`` or
+        IPv6 changed): adopt it through its record and stop it, so it and its device go."""
+        assert self.services is not None
+        name = f"wireguard-go-{inst.device}"
+        if not self.services.path("helpers", f"{name}.json").exists():
+            return
+        await trio.to_thread.run_sync(inst.prepare)  # in case the recorded process is gone and it starts afresh
+        helper = await self.services.supervise(ProcessSpec(name, inst.argv(), inst.ready, dict(inst.env),
+                                                           ready_timeout=READY_TIMEOUT))
+        await helper.stop()
+        LOGGER.info("stopped wireguard-go for %s (pid %s): this network config has no %s", inst.device, helper.pid,
+                    inst.device)
 
     @hookimpl
     async def overlay_lease_acquired(self) -> None:
