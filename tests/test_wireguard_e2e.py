@@ -122,6 +122,18 @@ def test_dual_stack_ping_matrix(lab):
     assert "[2001:db8::2]:51821" in endpoints and "[2001:db8::3]:51821" in endpoints
 
 
+def test_dual_stack_on_one_device_in_auto_mode(lab):
+    up_with_pods(lab, nodes=2, backend="wireguard", ipv6="dual", backend_options={"Mode": "auto"})
+    matrix = pings_ok(lab)
+    assert all(sent == 4 for sent, _ in matrix.values())
+    n1, n2 = lab.state.nodes
+    assert "flannel-wg-v6" not in ip("link", ns=n1.ns)
+    assert "2001:db8:10::/48 dev flannel-wg proto 79" in ip("-6", "route", ns=n1.ns)
+    peer = wg(lab, n1, "show", "flannel-wg", "dump").splitlines()[1].split("\t")
+    assert peer[2] == f"{n2.ip}:51820"  # auto: a peer with a (documentation, not RFC 1918) IPv4 is dialled on IPv4
+    assert sorted(peer[3].split(",")) == sorted(facts(lab, n2)[k] for k in ("subnet", "ipv6_subnet"))
+
+
 def test_underlay_sees_only_wireguard_udp(lab):
     up_with_pods(lab, nodes=2, backend="wireguard")
     a, b = pods_of(lab)
