@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from overlay_core.config import parse_config
 from overlay_core.errors import ConfigError
@@ -100,3 +102,11 @@ def test_shown_config_hides_credentials_of_the_backend():
     shown = parse_config(raw).shown()
     assert "AKIDx" not in shown and "s3cret" not in shown and "psk-value" not in shown
     assert '"RouteTableLimit": 50' in shown and '"Type": "tencent-vpc"' in shown and "10.5.0.0/16" in shown
+
+
+def test_config_for_log_hides_backend_secrets():
+    config = parse_config('{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","PSK":"c2VjcmV0","ListenPort":5},'
+                          '"x":{"Password":"kept: not a Backend key"}}')
+    line = config.shown()
+    assert json.loads(line)["Backend"] == {"Type": "wireguard", "PSK": "***", "ListenPort": 5}
+    assert "c2VjcmV0" not in line and "\n" not in line

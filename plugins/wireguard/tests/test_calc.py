@@ -6,6 +6,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 import pytest
 from overlay_core import Lease, LeaseAttrs
 from overlay_core.lease import lease_from_kv
+from overlay_core.services import Secret
 from overlay_wireguard.calc import (
     DEVICE,
     DEVICE_V6,
@@ -19,7 +20,6 @@ from overlay_wireguard.calc import (
 )
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.options import WgOptions
-from overlay_wireguard.secret import Secret
 
 K1 = KeyPair.generate().public
 K2 = KeyPair.generate().public

@@ -5,10 +5,10 @@ from ipaddress import ip_network
 from socket import AF_INET, AF_INET6
 
 import pytest
+from overlay_core.services import Secret
 from overlay_wireguard import kernel
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.peer import DeviceConfig, WgPeer, allowed_ips
-from overlay_wireguard.secret import Secret
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.generic.wireguard import (
     WG_CMD_GET_DEVICE,

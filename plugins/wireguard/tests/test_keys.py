@@ -5,6 +5,7 @@ import os
 import shutil
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 from overlay_core import ConfigError
@@ -64,9 +65,9 @@ def test_reads_flannel_and_wg_genkey_files(tmp_path):
 
 
 @pytest.mark.parametrize("content, mode, message", [
-    ("garbage", 0o600, "does not hold a base64 WireGuard private key (not base64); restore the right file, or delete"),
-    (base64.b64encode(b"k" * 16).decode(), 0o600, "decodes to 16 bytes"),
-    (None, 0o640, "is readable or writable by others (mode 0640); run `chmod 600 "),
+    ("garbage", 0o600, "does not hold a valid WireGuard private key; fix it, or remove it"),
+    (base64.b64encode(b"k" * 16).decode(), 0o600, "does not hold a valid WireGuard private key"),
+    (None, 0o640, "has mode 0640, so others may read it; run: chmod 600 "),
     (None, 0o604, "mode 0604"),
 ])
 def test_bad_key_file_one_line(tmp_path, content, mode, message):
@@ -83,9 +84,15 @@ def test_bad_key_file_one_line(tmp_path, content, mode, message):
 def test_unreadable_and_uncreatable(tmp_path):
     path = tmp_path / "wgkey"
     os.mkdir(path)
-    with pytest.raises(ConfigError, match="is not a regular file|cannot be read"):
+    with pytest.raises(ConfigError, match="is not a regular file"):
         load_or_create(path)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ConfigError, match="cannot be created .*set WIREGUARD_KEY_FILE"):
+    with pytest.raises(ConfigError, match="cannot read the WireGuard private key file .*/file/wgkey: Not a directory"):
         load_or_create(blocker / "wgkey")
+
+
+def test_uncreatable_key_file_is_one_line():
+    with pytest.raises(ConfigError, match=r"cannot create the WireGuard private key file /proc/wgg-nokey/wgkey \(.+\); "
+                                          "make its directory writable or set WIREGUARD_KEY_FILE"):
+        load_or_create(Path("/proc/wgg-nokey/wgkey"))  # /proc takes no new directories, even from root

@@ -4,8 +4,8 @@ import base64
 
 import pytest
 from overlay_core import ConfigError, parse_config
+from overlay_core.services import Secret
 from overlay_wireguard.options import OPTIONS, WgOptions, device_mtu, parse_options
-from overlay_wireguard.secret import Secret
 
 PSK = base64.b64encode(bytes(range(32))).decode()
 

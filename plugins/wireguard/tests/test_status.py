@@ -2,9 +2,9 @@
 
 import json
 
+from overlay_core.services import Secret
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.peer import PeerState, WgPeer, allowed_ips
-from overlay_wireguard.secret import Secret
 from overlay_wireguard.status import peer_report
 
 

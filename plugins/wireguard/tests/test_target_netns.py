@@ -1,17 +1,26 @@
 """The device as a reconcile target against real wireguard-go: hand-made drift is repaired."""
 
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 import trio
+from overlay_core.reconcile import diff
 from overlay_wireguard.calc import desired_peers
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.options import WgOptions
 from overlay_wireguard.peer import DeviceConfig
-from overlay_wireguard.target import WireguardDeviceTarget, converge
+from overlay_wireguard.target import WireguardDeviceTarget
 from overlay_wireguard.testing import ping
 
 pytestmark = pytest.mark.netns
+
+
+async def converge(target, desired):
+    """Core's diff and the target's apply: the changes made, and how many failed."""
+    to_set, to_delete = diff(desired, await target.dump(), target.owns)
+    failed = await target.apply(to_set, to_delete) if to_set or to_delete else 0
+    return SimpleNamespace(to_set=to_set, to_delete=to_delete), failed
 
 
 def wg(node, *args):

@@ -3,11 +3,12 @@
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from overlay_core import Lease, LeaseAttrs
+from overlay_core.reconcile import diff
 from overlay_wireguard.calc import DEVICE, DEVICE_V6, Local, desired_peers
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.options import WgOptions
 from overlay_wireguard.peer import DeviceConfig, WgPeer, allowed_ips
-from overlay_wireguard.target import WireguardDeviceTarget, diff
+from overlay_wireguard.target import WireguardDeviceTarget
 from overlay_wireguard.uapi import UapiClient
 
 A = KeyPair.generate().public
@@ -29,9 +30,9 @@ def test_diff_by_key_with_replace_semantics():
     a = WgPeer(A, "192.0.2.2:51820", allowed_ips(["10.5.2.0/24"]), device=DEVICE)
     a_moved = WgPeer(A, "192.0.2.9:51820", allowed_ips(["10.5.2.0/24"]), device=DEVICE)
     b = WgPeer(B, "192.0.2.3:51820", allowed_ips(["10.5.3.0/24"]), device=DEVICE)
-    changes = diff([config, a, b], [config, a_moved])
-    assert changes.to_set == [a_moved] and changes.to_delete == [b]
-    assert diff([config, a], [config, a]).to_set == []
+    target = WireguardDeviceTarget(UapiClient("/nonexistent/flannel-wg.sock", DEVICE))
+    assert diff([config, a_moved], [config, a, b], target.owns) == ([a_moved], [b])
+    assert diff([config, a], [config, a], target.owns) == ([], [])
 
 
 def test_desired_peers_carry_their_device():

@@ -5,9 +5,9 @@ from ipaddress import ip_network
 
 import pytest
 import trio
+from overlay_core.services import Secret
 from overlay_wireguard.keys import KeyPair, b64_to_hex
 from overlay_wireguard.peer import DeviceConfig, WgPeer, allowed_ips
-from overlay_wireguard.secret import Secret
 from overlay_wireguard.uapi import UapiClient, UapiError, encode_set, parse_get, response_errno
 
 ME = KeyPair.generate()

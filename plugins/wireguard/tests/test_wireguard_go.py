@@ -6,10 +6,10 @@ from ipaddress import ip_network
 
 import pytest
 import trio
+from overlay_core.services import Secret
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.options import WgOptions
 from overlay_wireguard.peer import DeviceConfig, WgPeer, allowed_ips
-from overlay_wireguard.secret import Secret
 from overlay_wireguard.uapi import UapiError
 
 pytestmark = pytest.mark.netns

@@ -1,6 +1,6 @@
-"""overlay-wireguard: Flannel-compatible WireGuard for overlay (kernel device or wireguard-go).
+"""overlay-wireguard: Flannel-compatible WireGuard for overlay (wireguard-go, adopted across agent
+restarts; peers reconciled over its UAPI socket). ``Backend.Type`` ``wireguard``."""
 
-This package holds the backend's internals (options, keys, policy, UAPI client, wireguard-go
-launch, kernel netlink messages, the per-device reconcile target); the ``Backend`` glue class
-and its ``overlay.backends`` entry point come with core's backend runtime.
-"""
+from .backend import WireguardBackend
+
+__all__ = ["WireguardBackend"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, ip_address
 from socket import AF_INET, AF_INET6
 
+from overlay_core.services import Secret
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.generic.wireguard import (
     WG_CMD_GET_DEVICE,
@@ -31,7 +32,6 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from .keys import encode_key
 from .peer import DeviceConfig, DeviceState, PeerState, WgPeer, allowed_ips
-from .secret import Secret
 
 PEERS_PER_MESSAGE = 32  # keeps each message a few KiB, as wg(8) splits its own
 _ZERO = bytes(32)

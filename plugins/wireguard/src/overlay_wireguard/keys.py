@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from overlay_core import ConfigError
-
-from .secret import Secret
+from overlay_core.services import Secret, load_or_create_secret
 
 DEFAULT_KEY_FILE = "/run/flannel/wgkey"
 KEY_LEN = 32
@@ -87,66 +85,14 @@ def public_key_of(private_b64: str) -> str:
     return KeyPair.from_private(decode_key(private_b64)).public
 
 
-def _refuse(path: Path, what: str, todo: str) -> ConfigError:
-    return ConfigError(f"wireguard key file {path} {what}; {todo}")
-
-
-def _read(path: Path) -> KeyPair:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise _refuse(path, f"cannot be read ({exc.strerror})",
-                      "fix its permissions, or delete it to make a new key (peers then see a new public key)") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _refuse(path, "is not a regular file", "remove it so a key file can be created there")
-        if mode & 0o077:
-            raise _refuse(path, f"is readable or writable by others (mode {stat.S_IMODE(mode):04o})",
-                          f"run `chmod 600 {path}`")
-        data = os.read(fd, 1024)
-    finally:
-        os.close(fd)
-    try:
-        return KeyPair.from_private(decode_key(data))
-    except ValueError as exc:
-        raise _refuse(path, f"does not hold a base64 WireGuard private key ({exc})",
-                      "restore the right file, or delete it to make a new key (peers then see a new public key)",
-                      ) from None
-
-
-def _create(path: Path) -> KeyPair:
-    """Write a new key atomically: a 0600 temporary file linked into place, so the file is never
-    seen half written and a key another process created meanwhile is kept, not overwritten."""
-    os.makedirs(path.parent, mode=0o755, exist_ok=True)
-    pair = KeyPair.generate()
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pair.private_b64().encode())  # no newline: the bytes Flannel writes
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return _read(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return pair
-
-
 def load_or_create(path: Path) -> KeyPair:
-    """The node's key pair from ``path``, created (mode 0600, parent 0755) when absent.
-
-    Core's ``files.load_or_create_secret`` will take this over; the checks stay the same: an
-    unreadable, malformed or group/world-accessible file is a one-line ``ConfigError`` naming
-    the file and what to do.
-    """
-    if os.path.lexists(path):
-        return _read(path)
+    """The node's key pair from ``path``, created (mode 0600, parent 0755) when absent, through
+    core's ``load_or_create_secret``: Flannel's 0400 files and ``wg genkey`` output (with a
+    newline) are read as they are; a file that is unreadable, not a key, or open to group or
+    others is a one-line ``ConfigError`` naming the file and what to do, never quoting it."""
     try:
-        return _create(path)
-    except OSError as exc:
-        raise _refuse(path, f"cannot be created ({exc.strerror})",
-                      "make its directory writable or set WIREGUARD_KEY_FILE to a writable path") from None
+        return load_or_create_secret(path, lambda: KeyPair.generate().private_b64().encode(),  # no newline, as Flannel
+                                     lambda data: KeyPair.from_private(decode_key(data)), what="WireGuard private key")
+    except OSError as exc:  # the key file could not be created
+        raise ConfigError(f"cannot create the WireGuard private key file {path} ({exc.strerror or exc}); make its "
+                          "directory writable or set WIREGUARD_KEY_FILE to a writable path") from None

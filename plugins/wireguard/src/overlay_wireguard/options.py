@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from overlay_core import ConfigError, NetworkConfig
-
-from .secret import Secret
+from overlay_core.services import Secret
 
 BACKEND = "wireguard"
 MODES = ("separate", "auto", "ipv4", "ipv6")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
-from .secret import Secret
+from overlay_core.services import Secret
 
 Network = IPv4Network | IPv6Network
 DEVICE_KEY = "@device"  # the key of a device's own settings among its peers (never a base64 key)

@@ -3,15 +3,14 @@
 Objects are the device's ``DeviceConfig`` (key ``@device``) and its ``WgPeer`` values (key =
 public key). ``dump`` is one UAPI ``get``; ``apply`` is one UAPI ``set`` for all changes, so a
 cold sync of 1000 peers is one transaction. Every peer on our device is ours: a peer added by
-hand is removed, a peer or allowed IP deleted by hand comes back. Until core's generic
-``converge`` exists, ``converge`` below does the same diff (by ``.key``, replace semantics).
+hand is removed, a peer or allowed IP deleted by hand comes back (``overlay_core.reconcile``
+diffs and converges it like any other target).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from .peer import DeviceConfig, PeerState, WgPeer
 from .uapi import UapiClient, UapiError
@@ -68,24 +67,3 @@ class WireguardDeviceTarget:
                 failed += 1
                 LOGGER.warning("%s: could not set %s: %s", self.name, what, exc)
         return failed
-
-
-@dataclass(frozen=True)
-class Changes:
-    to_set: list[WgObject]
-    to_delete: list[WgObject]
-
-
-def diff(actual: Iterable[WgObject], desired: Iterable[WgObject]) -> Changes:
-    """By key: desired objects missing or different are set, actual ones not desired deleted."""
-    have = {o.key: o for o in actual}
-    want = {o.key: o for o in desired}
-    return Changes([o for k, o in want.items() if have.get(k) != o],
-                   [o for k, o in have.items() if k not in want])
-
-
-async def converge(target: WireguardDeviceTarget, desired: Iterable[WgObject]) -> tuple[Changes, int]:
-    """One full reconcile of ``target``: dump, diff, apply; the changes made and failures."""
-    changes = diff(await target.dump(), desired)
-    failed = await target.apply(changes.to_set, changes.to_delete) if (changes.to_set or changes.to_delete) else 0
-    return changes, failed

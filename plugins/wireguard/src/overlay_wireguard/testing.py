@@ -19,14 +19,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from pathlib import Path
 
 import trio
-from overlay_core import Lease, LeaseAttrs, lease_from_kv, make_subnet_key
+from overlay_core import Lease, LeaseAttrs, lease_from_kv, make_subnet_key, reconcile
 from overlay_core.lab.netns import add_namespace, connect, delete_namespace, ip, nsexec
 
 from .calc import Local, desired_peers, device_layouts, devices, lease_data
 from .keys import KeyPair
 from .options import WgOptions, device_mtu
 from .peer import DeviceConfig
-from .target import WireguardDeviceTarget, converge
+from .target import WireguardDeviceTarget
 from .userspace import WireguardGo
 
 NETWORK = ip_network("10.5.0.0/16")
@@ -131,8 +131,9 @@ class WgNet:
         want = desired_peers(node.local, leases, own_key=node.lease().key)
         for dev in devices(node.local):
             target = WireguardDeviceTarget(node.instances[dev.name].client())
-            _changes, failed = await converge(target, [DeviceConfig(node.keys.private, dev.port, dev.name),
-                                                       *want.peers[dev.name].values()])
+            desired = [DeviceConfig(node.keys.private, dev.port, dev.name), *want.peers[dev.name].values()]
+            to_set, to_delete = reconcile.diff(desired, await target.dump(), target.owns)
+            failed = await target.apply(to_set, to_delete)
             assert failed == 0, f"{node.name}/{dev.name}: {failed} changes failed"
         mtu = device_mtu(node.local.options, 1500, node.local.ipv6)
         for layout in device_layouts(node.local, node.lease(), NETWORK if node.local.ipv4 else None,

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import trio
 from overlay_core import OverlayError
+from overlay_core.services import Secret
 
 from .keys import KEY_LEN, b64_to_hex, hex_to_b64
 from .peer import DeviceConfig, DeviceState, PeerState, WgPeer, allowed_ips
-from .secret import Secret
 
 ZERO_KEY = "0" * (2 * KEY_LEN)
 _MAX_UNIX_PATH = 100  # sun_path is 108 bytes; longer paths are reached through /proc/self/fd

@@ -21,8 +21,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from overlay_core import ConfigError, LeaseRequest, OverlayError, hookimpl
-from overlay_core.kernel_backend import PeerPlan, ReconcilingBackend
+from overlay_core import ConfigError, LeaseRequest, OverlayError, PeerPlan, ReconcilingBackend, hookimpl
 from overlay_core.retry import OutageLog
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
