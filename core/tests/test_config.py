@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from overlay_core.config import parse_config
 from overlay_core.errors import ConfigError
@@ -76,3 +78,13 @@ def test_same_network_ignores_backend_options():
     assert a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan","VNI":2}}'))
     assert not a.same_network(parse_config('{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}'))
     assert not a.same_network(parse_config('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan"}}'))
+
+
+def test_redacted_masks_backend_secrets_only():
+    psk = "k" * 96
+    cfg = parse_config('{"Network":"10.5.0.0/16","Backend":{"Type":"ipsec","PSK":"%s","UDPEncap":true,'
+                       '"AccessKeySecret":"s3cret"}}' % psk)
+    text = cfg.redacted()
+    assert psk not in text and "s3cret" not in text
+    assert json.loads(text) == {"Network": "10.5.0.0/16",
+                                "Backend": {"Type": "ipsec", "PSK": "***", "UDPEncap": True, "AccessKeySecret": "***"}}

@@ -389,7 +389,7 @@ class Agent:
                 server = HealthServer(self.report, self.metrics.registry)
                 await nursery.start(server.serve, self.options.healthz_ip, self.options.healthz_port)
             config = await self._fetch_config()
-            LOGGER.info("network config: %s", config.raw.strip())
+            LOGGER.info("network config: %s", config.redacted())
             node = await self._start_backend(config)
             attrs, node.mtu = await self._lease_attrs(node)
             self.phase = "acquiring-lease"

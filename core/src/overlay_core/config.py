@@ -17,6 +17,8 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_BACKEND = "vxlan"
+# Backend keys holding a secret (ipsec and wireguard "PSK", cloud "AccessKeySecret"…), matched as substrings
+SECRET_KEY_WORDS = ("psk", "secret", "password", "token", "privatekey")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,17 @@ class NetworkConfig:
     def backend_option(self, name: str, default: Any = None) -> Any:
         """A key of the ``Backend`` object, matched case-insensitively."""
         return self.backend.get(name.lower(), default)
+
+    def redacted(self) -> str:
+        """The config as one line of JSON for logs: every ``Backend`` value whose key names a
+        secret (see ``SECRET_KEY_WORDS``) is replaced by ``***``, since the raw text (logged at
+        startup) holds the IPsec PSK as Flannel stores it."""
+        data = json.loads(self.raw) if self.raw else {}
+        for key, backend in data.items():
+            if str(key).lower() == "backend" and isinstance(backend, dict):
+                data[key] = {k: "***" if any(w in str(k).lower() for w in SECRET_KEY_WORDS) else v
+                             for k, v in backend.items()}
+        return json.dumps(data, separators=(",", ":"))
 
     def same_network(self, other: NetworkConfig) -> bool:
         """True when both configs hand out the same subnets with the same backend."""
