@@ -12,10 +12,10 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 import trio
 from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
+from overlay_core.reconcile import converge
 from overlay_ipsec import KERNEL, desired_state, parse_options
 from overlay_ipsec.calc import ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import ROUTING_TABLE, kernel_has_esp
-from overlay_ipsec.reconcile import converge
 from overlay_ipsec.target import XfrmPolicyTarget
 from overlay_ipsec.testing import IpsecLab, LabAgent, LabNode, run, until_established
 from overlay_ipsec.vici_client import ViciClient
@@ -86,7 +86,9 @@ async def test_libipsec_mesh_heals_and_forgets(lab: IpsecLab):
         for agent, peer in ((agents[0], b), (agents[1], a)):
             names = [conn.name for conn in await agent.client.list_conns()]
             assert names == [f"{agent.node.public_ip}-{agent.node.subnet}-{peer.subnet}-{peer.public_ip}"]
-            assert {ike.remote_host for ike in await agent.client.list_sas()} <= {str(peer.public_ip)}
+            # c's charon (still configured) keeps knocking; nothing gets established with it
+            assert {ike.remote_host for ike in await agent.client.list_sas()
+                    if ike.state == "ESTABLISHED"} <= {str(peer.public_ip)}
             assert [k for k in await agent.client.shared_ids() if str(c.public_ip) in k] == []
         assert await trio.to_thread.run_sync(lab.ping, a, b)
 
@@ -156,8 +158,8 @@ async def test_libipsec_always_encapsulates_in_udp(lab: IpsecLab):
 
 
 def test_kernel_mode_detection_matches_a_namespace_probe():
-    """The throwaway-namespace ESP probe agrees with an ESP state added in an ipt- namespace."""
-    ns = f"ipt-esp-{time.monotonic_ns() % 100000}"
+    """The throwaway-namespace ESP probe agrees with an ESP state added in an ipg- namespace."""
+    ns = f"ipg-esp-{time.monotonic_ns() % 100000}"
     run("ip", "netns", "add", ns)
     try:
         direct = run("ip", "-n", ns, "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp",
@@ -171,7 +173,7 @@ def test_kernel_mode_detection_matches_a_namespace_probe():
 async def test_xfrm_policy_target_in_a_namespace():
     """Kernel ESP mode's policies: installed, a deleted one restored, a vanished peer's removed,
     foreign policies untouched (policies work here even though ESP states do not)."""
-    ns = f"ipt-pol-{time.monotonic_ns() % 100000}"
+    ns = f"ipg-pol-{time.monotonic_ns() % 100000}"
     run("ip", "netns", "add", ns)
     try:
         own = Lease(IPv4Network("10.1.1.0/24"), None, LeaseAttrs(IPv4Address("192.0.2.1"), backend_type="ipsec"))
@@ -182,14 +184,14 @@ async def test_xfrm_policy_target_in_a_namespace():
             "tmpl", "src", "192.0.2.1", "dst", "192.0.2.9", "proto", "esp", "reqid", "7", "mode", "tunnel")
         desired = [o for o in desired_state(own, peers, OPTIONS, KERNEL, NETWORK).objects if isinstance(o, XfrmPolicy)]
         assert len(desired) == 6
-        assert await converge(target, desired) == (6, 0, 0)
+        assert await converge(target, desired) == (6, 0)
         assert sorted(await target.dump()) == sorted(desired)
-        assert await converge(target, desired) == (0, 0, 0)
+        assert await converge(target, desired) == (0, 0)
         run("ip", "-n", ns, "xfrm", "policy", "delete", "src", "10.1.1.0/24", "dst", "10.1.2.0/24", "dir", "out")
-        assert await converge(target, desired) == (1, 0, 0)
+        assert await converge(target, desired) == (1, 0)
         fewer = [o for o in desired_state(own, peers[:1], OPTIONS, KERNEL, NETWORK).objects
                  if isinstance(o, XfrmPolicy)]
-        assert await converge(target, fewer) == (0, 3, 0)
+        assert await converge(target, fewer) == (0, 3)
         assert sorted(await target.dump()) == sorted(fewer)
         assert "reqid 7" in run("ip", "-n", ns, "xfrm", "policy", "list").stdout  # not ours: kept
     finally:

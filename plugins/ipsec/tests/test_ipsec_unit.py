@@ -1,17 +1,15 @@
-"""Unit tests: options, desired state, charon config/argv, policy text, SA status, the thread."""
+"""Unit tests: options, desired state, charon config/argv, policy text, SA status."""
 
 from __future__ import annotations
 
-import threading
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
-import trio
 from overlay_core import ConfigError, Lease, LeaseAttrs, OverlayError, parse_config
-from overlay_ipsec import KERNEL, LIBIPSEC, Secret, desired_state, parse_options
+from overlay_core.services import Secret
+from overlay_ipsec import KERNEL, LIBIPSEC, desired_state, parse_options
 from overlay_ipsec.calc import ChildUp, ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import CharonPaths, charon_argv, find_charon, render_config, write_config
-from overlay_ipsec.dedicated import DedicatedThread
 from overlay_ipsec.status import peer_status
 from overlay_ipsec.target import CharonTarget, ForeignConn, batch_script, parse_policies
 from overlay_ipsec.vici_client import ChildSa, IkeSa, LoadedChild, LoadedConn, ViciClient, ViciError
@@ -62,10 +60,7 @@ def test_options_ipv4_only():
         parse_options(config({"PSK": PSK}, EnableIPv6=True, IPv6Network="2001:db8::/48"))
 
 
-def test_secret_never_prints():
-    secret = Secret("hunter2")
-    assert str(secret) == repr(secret) == f"{secret}" == f"{secret:>10}" == "***"
-    assert secret == Secret("hunter2") and secret != Secret("other") and secret != "hunter2"
+def test_options_never_show_the_psk():
     assert "hunter2" not in repr(parse_options(config({"PSK": "hunter2" * 20})))
 
 
@@ -119,7 +114,7 @@ def test_desired_objects_for_a_table_of_leases():
     peers = [
         lease("10.1.2.0/24", "192.0.2.2"),
         lease("10.1.3.0/24", "192.0.2.3"),
-        lease("10.1.4.0/24", "192.0.2.3"),          # a second lease of node .3: one PSK owner
+        lease("10.1.4.0/24", "192.0.2.3"),          # a second lease of node .3: a key of its own
         lease("10.1.1.0/24", "192.0.2.9"),          # own subnet
         lease("10.1.5.0/24", "192.0.2.5", "vxlan"),
         lease("192.168.0.0/24", "192.0.2.6"),       # outside the network: would route foreign traffic
@@ -133,8 +128,9 @@ def test_desired_objects_for_a_table_of_leases():
     conns = sorted(o.name for o in desired.objects if isinstance(o, ConnSpec))
     assert conns == ["192.0.2.1-10.1.1.0/24-10.1.2.0/24-192.0.2.2", "192.0.2.1-10.1.1.0/24-10.1.3.0/24-192.0.2.3",
                      "192.0.2.1-10.1.1.0/24-10.1.4.0/24-192.0.2.3"]
-    assert sorted(str(o.owner) for o in desired.objects if isinstance(o, SharedKey)) == [
-        "192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    assert sorted(o.id for o in desired.objects if isinstance(o, SharedKey)) == [
+        "overlay-ipsec:192.0.2.1", "overlay-ipsec:192.0.2.2-10.1.2.0/24", "overlay-ipsec:192.0.2.3-10.1.3.0/24",
+        "overlay-ipsec:192.0.2.3-10.1.4.0/24"]
     assert {o.conn for o in desired.objects if isinstance(o, ChildUp)} == set(conns)
     reasons = sorted(d.reason for d in desired.skipped)
     assert reasons == sorted([
@@ -218,25 +214,7 @@ def test_charon_target_owns_only_flannel_named_connections():
     assert not target.owns(ForeignConn(LoadedConn("hand-made", (), (), ())))
 
 
-# --- dedicated thread ------------------------------------------------------------------------
-
-async def test_dedicated_thread_runs_every_call_on_one_thread_and_closes():
-    closed = []
-    thread = DedicatedThread("t", open=lambda: {"opened_on": threading.get_ident()}, close=closed.append)
-    idents = set()
-
-    async def one():
-        idents.add(await thread.call(lambda r: (r["opened_on"], threading.get_ident())))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(8):
-            nursery.start_soon(one)
-    assert len(idents) == 1 and len(next(iter(idents))) == 2 and len(set(next(iter(idents)))) == 1
-    with pytest.raises(ZeroDivisionError):
-        await thread.call(lambda r: 1 / 0)
-    await thread.stop()
-    assert len(closed) == 1
-
+# --- VICI client -----------------------------------------------------------------------------
 
 async def test_vici_errors_are_one_line_without_the_psk(tmp_path):
     client = ViciClient(tmp_path / "no-charon.vici")

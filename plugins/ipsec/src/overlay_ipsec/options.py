@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from overlay_core import ConfigError, NetworkConfig
-
-from .secret import Secret
+from overlay_core.services import Secret
 
 BACKEND = "ipsec"
 MIN_PSK_LENGTH = 96  # Flannel's minPasswordLength
@@ -44,7 +43,7 @@ class IpsecOptions:
 
 
 def _check_psk(value: Secret) -> None:
-    if len(value) < MIN_PSK_LENGTH:
+    if len(value.reveal()) < MIN_PSK_LENGTH:
         raise ValueError(f"must be at least {MIN_PSK_LENGTH} characters (generate one with "
                          "`openssl rand -base64 96`)")
 
