@@ -4,10 +4,13 @@ desired state of :mod:`calc` and the reconcile targets; and xfrm policies in a n
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import time
+import uuid
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 import trio
@@ -140,6 +143,19 @@ async def _check_routes_and_files(lab: IpsecLab, a: LabNode) -> None:
     for path in a.paths.dir.iterdir():
         if path.is_file():
             assert PSK not in path.read_text(errors="replace"), path
+
+
+def test_charon_runs_with_its_state_dir_below_run():
+    """The agent's default state dir is /run/overlay: our launcher covers /run with a tmpfs and
+    must bind the very same directory back (config, VICI socket and log visible from outside)."""
+    lab = IpsecLab(Path("/run") / f"ipg-{uuid.uuid4().hex[:8]}", count=1)
+    try:
+        lab.up()
+        lab.start_charon(lab.nodes[0])
+        assert lab.nodes[0].paths.log.exists() and lab.nodes[0].paths.vici.is_socket()
+    finally:
+        lab.down()
+        shutil.rmtree(lab.base, ignore_errors=True)
 
 
 async def test_libipsec_always_encapsulates_in_udp(lab: IpsecLab):
