@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from types import SimpleNamespace
 
 import pytest
 from overlay_core import ConfigError, Lease, LeaseAttrs, OverlayError, parse_config
+from overlay_core.backend import ExternalInterface, Node, PeerStatus
+from overlay_core.dataplane.objects import Route
+from overlay_core.kernel_backend import PeerPlan
 from overlay_core.services import Secret
-from overlay_ipsec import KERNEL, LIBIPSEC, desired_state, parse_options
+from overlay_ipsec import KERNEL, LIBIPSEC, IpsecBackend, desired_state, parse_options
 from overlay_ipsec.calc import ChildUp, ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import CharonPaths, charon_argv, find_charon, render_config, write_config
 from overlay_ipsec.status import peer_status
@@ -227,3 +231,46 @@ async def test_vici_errors_are_one_line_without_the_psk(tmp_path):
     text = str(err.value)
     assert text.startswith("charon load-shared overlay-ipsec:192.0.2.1: VICI socket ")
     assert "\n" not in text and PSK not in text and err.value.__cause__ is None
+
+
+# --- the Backend -----------------------------------------------------------------------------
+
+def backend(mode: str) -> IpsecBackend:
+    iface = ExternalInterface("eth0", 2, 1500, IPv4Address("192.0.2.1"), None, IPv4Address("192.0.2.1"), None,
+                              (IPv4Network("192.0.2.0/24"),))
+    b = IpsecBackend(Node(config({"PSK": PSK}), iface, SimpleNamespace(), lease=OWN))
+    b.mode = mode
+    return b
+
+
+def test_backend_plans_by_mode_and_adds_the_node_key():
+    peers = [lease("10.1.2.0/24", "192.0.2.2"), lease("10.1.3.0/24", "192.0.2.3"),
+             lease("10.1.1.0/24", "192.0.2.9")]
+    lib = backend(LIBIPSEC)
+    plan = lib.plan(peers[0])
+    assert plan.mode == "ipsec"
+    assert [o for o in plan.objects if isinstance(o, Route)] == [
+        Route(IPv4Network("10.1.2.0/24"), None, 0, type="unreachable")]  # fail closed while the SA is down
+    assert lib.plan(peers[2]) == PeerPlan("skipped", (), "own subnet")
+    desired = lib.desired(peers)
+    keys = sorted(o.id for o in desired if isinstance(o, SharedKey))
+    assert keys == ["overlay-ipsec:192.0.2.1", "overlay-ipsec:192.0.2.2-10.1.2.0/24",
+                    "overlay-ipsec:192.0.2.3-10.1.3.0/24"]
+    assert len({o.key for o in desired}) == len(desired)  # nothing two targets (or two peers) fight over
+    kernel = backend(KERNEL).plan(peers[0])
+    assert not any(isinstance(o, Route) for o in kernel.objects)  # Flannel's policies drop without an SA
+    assert sum(isinstance(o, XfrmPolicy) for o in kernel.objects) == 3
+
+
+def test_backend_peer_status_comes_from_charon():
+    b = backend(LIBIPSEC)
+    peers = [lease("10.1.2.0/24", "192.0.2.2"), lease("10.1.3.0/24", "192.0.2.3")]
+    b.desired(peers)
+    up = ChildSa("10.1.1.0/24-10.1.2.0/24", "INSTALLED", 10, 20, 1, 2, 3000)
+    b.charon.sas = [IkeSa("192.0.2.1-10.1.1.0/24-10.1.2.0/24-192.0.2.2", "1", "ESTABLISHED", "192.0.2.2", 5, (up,))]
+    status = b.overlay_peer_status()
+    assert status["10.1.2.0-24"] == PeerStatus("established", {"mode": "ipsec", "sa": "established", "rx_bytes": 10,
+                                                               "tx_bytes": 20, "rekey_in_s": 3000, "ike_sas": 1})
+    assert status["10.1.3.0-24"].state == "down"
+    assert b.overlay_report()["ipsec"]["sas"] == {"established": 1, "down": 1}
+    assert PSK not in repr(status) + repr(b.overlay_report())
