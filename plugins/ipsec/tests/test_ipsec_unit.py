@@ -274,3 +274,16 @@ def test_backend_peer_status_comes_from_charon():
     assert status["10.1.3.0-24"].state == "down"
     assert b.overlay_report()["ipsec"]["sas"] == {"established": 1, "down": 1}
     assert PSK not in repr(status) + repr(b.overlay_report())
+
+
+async def test_charon_target_with_charon_down_says_so_once(tmp_path, caplog):
+    client = ViciClient(tmp_path / "no-charon.vici")
+    objects = desired_state(OWN, [lease("10.1.2.0/24", "192.0.2.2")], parse_options(config({"PSK": PSK})), LIBIPSEC,
+                            NETWORK).objects
+    try:
+        assert await CharonTarget(client).apply(objects, []) == len(objects)
+    finally:
+        await client.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "overlay.ipsec"]
+    assert len(lines) == 1 and PSK not in lines[0]
+    assert lines[0].startswith(f"ipsec: {len(objects)} changes wait for charon: ")

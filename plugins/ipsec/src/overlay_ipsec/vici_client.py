@@ -30,6 +30,10 @@ class ViciError(OverlayError):
     """charon refused a command or cannot be reached."""
 
 
+class CharonUnreachable(ViciError):
+    """Nobody answers on the VICI socket (charon is down or restarting)."""
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -125,7 +129,7 @@ class ViciLink:
             raise ViciError(f"charon {what}: {_one_line(exc)}") from None
         except (OSError, vici.exception.SessionException, vici.exception.DeserializationException) as exc:
             self.close()
-            raise ViciError(f"charon {what}: VICI socket {self.path}: {_one_line(exc)}") from None
+            raise CharonUnreachable(f"charon {what}: VICI socket {self.path}: {_one_line(exc)}") from None
 
     def _connect(self) -> vici.Session:
         if self._session is None:
