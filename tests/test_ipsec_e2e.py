@@ -227,6 +227,23 @@ def test_agent_kill9_and_restart_lose_no_ping(lab):
     assert installed(lab, n1) == before  # the same SAs: nothing was renegotiated
 
 
+def test_bad_options_are_one_line_errors_before_any_peer(lab):
+    lab.up(nodes=1, backend="ipsec", start_agents=False, backend_options={"ESPProposal": "aes128gcm16-nosuchalg"})
+    n1 = lab.node(1)
+    lab.start_agent(n1)
+    assert lab.wait_exit(n1, 30) == 1
+    with open(n1.log) as fh:
+        log = fh.read()
+    assert "overlay-core: error: ipsec: ESPProposal 'aes128gcm16-nosuchalg' is not a proposal charon accepts" in log
+    assert "Traceback" not in log and "acquired" not in log  # refused by charon before any lease
+    lab.etcdctl("put", f"{PREFIX}/config", '{"Network":"10.5.0.0/16","Backend":{"Type":"ipsec","PSK":"too-short"}}')
+    lab.start_agent(n1)
+    assert lab.wait_exit(n1, 30) == 1
+    with open(n1.log) as fh:
+        log = fh.read()
+    assert "overlay-core: error: ipsec: PSK must be at least 96 characters" in log and "too-short" not in log
+
+
 @pytest.mark.skipif(not kernel_has_esp(), reason="this kernel has no ESP (xfrm states cannot be added): the agent "
                     "runs libipsec mode here; kernel mode is tested down to its exact xfrm policies in plugins/ipsec")
 def test_kernel_mode_policies_and_ping(lab):

@@ -12,6 +12,7 @@ from overlay_core.dataplane.objects import Route
 from overlay_core.kernel_backend import PeerPlan
 from overlay_core.services import Secret
 from overlay_ipsec import KERNEL, LIBIPSEC, IpsecBackend, desired_state, parse_options
+from overlay_ipsec import lab as ipsec_lab
 from overlay_ipsec.calc import ChildUp, ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import CharonPaths, charon_argv, find_charon, render_config, write_config
 from overlay_ipsec.status import peer_status
@@ -287,3 +288,13 @@ async def test_charon_target_with_charon_down_says_so_once(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "overlay.ipsec"]
     assert len(lines) == 1 and PSK not in lines[0]
     assert lines[0].startswith(f"ipsec: {len(objects)} changes wait for charon: ")
+
+
+# --- lab extras ------------------------------------------------------------------------------
+
+def test_lab_gets_a_fresh_long_psk_and_a_root_only_directory(tmp_path):
+    lab = SimpleNamespace(dir=str(tmp_path / "lab"))
+    first, second = ipsec_lab.backend_options(lab)["PSK"], ipsec_lab.backend_options(lab)["PSK"]
+    assert len(first) >= 96 and first != second
+    assert (tmp_path / "lab").stat().st_mode & 0o777 == 0o700
+    assert "IPv4 only" in ipsec_lab.check(lab, 3, 0, "dual") and ipsec_lab.check(lab, 3, 0, "") is None
