@@ -42,8 +42,8 @@ def test_options_defaults_and_mtu():
 
 @pytest.mark.parametrize("backend, message", [
     ({}, "ipsec: PSK is required"),
-    ({"PSK": "short-secret-value"}, "ipsec: PSK must be at least 96 characters"),
-    ({"PSK": 12345}, "ipsec: PSK must be a string, got a int"),
+    ({"PSK": "short-secret-value"}, "ipsec: PSK must be at least 96 characters long, got 18"),
+    ({"PSK": 12345}, "ipsec: PSK must be a string, got a JSON number"),
     ({"PSK": PSK, "UDPEncap": "yes"}, "ipsec: UDPEncap must be true or false, got 'yes'"),
     ({"PSK": PSK, "ESPProposal": "aes128gcm16,aes256gcm16"}, "ipsec: ESPProposal must be one strongSwan proposal"),
     ({"PSK": PSK, "ESPProposal": ""}, "ipsec: ESPProposal must be one strongSwan proposal"),
