@@ -96,6 +96,11 @@ class IpsecBackend(KernelBackend):
         return LeaseRequest(LEASE_TYPE, self.options.mtu(node.iface.mtu, libipsec=self.mode == LIBIPSEC))
 
     @hookimpl
+    async def overlay_lease_acquired(self) -> None:
+        """A (new) subnet: its address on ``ipsec0`` before the peers' connections use it."""
+        await self.ensure_devices()
+
+    @hookimpl
     async def overlay_shutdown(self) -> None:
         """charon stays (it carries the data plane and is adopted by the next agent); only our
         VICI thread ends."""
