@@ -110,3 +110,13 @@ def test_config_for_log_hides_backend_secrets():
     line = config.shown()
     assert json.loads(line)["Backend"] == {"Type": "wireguard", "PSK": "***", "ListenPort": 5}
     assert "c2VjcmV0" not in line and "\n" not in line
+
+
+def test_shown_masks_backend_secrets_only():
+    psk = "k" * 96
+    cfg = parse_config('{"Network":"10.5.0.0/16","Backend":{"Type":"ipsec","PSK":"%s","UDPEncap":true,'
+                       '"AccessKeySecret":"s3cret"}}' % psk)
+    text = cfg.shown()
+    assert psk not in text and "s3cret" not in text
+    assert json.loads(text) == {"Network": "10.5.0.0/16",
+                                "Backend": {"Type": "ipsec", "PSK": "***", "UDPEncap": True, "AccessKeySecret": "***"}}

@@ -3,6 +3,7 @@
 import struct
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
+import pytest
 from overlay_core.dataplane.kernel import batch_lines
 from overlay_core.dataplane.monitor import RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWLINK, messages, relevant
 from overlay_core.dataplane.objects import FdbEntry, Neighbour, Route, Scope, ordered_for_set
@@ -55,3 +56,14 @@ def test_monitor_filter():
     assert relevant(RTM_DELNEIGH, neigh(5), {5}) and not relevant(RTM_DELNEIGH, neigh(6), {5})
     assert relevant(RTM_DELLINK, link(5, 1), {5}) and relevant(RTM_NEWLINK, link(5, 0), {5})
     assert not relevant(RTM_NEWLINK, link(5, 1), {5})
+
+
+def test_route_types():
+    fail = Route(IPv4Network("10.5.3.0/24"), None, 0, type="unreachable")
+    ip_text, _ = batch_lines([fail], [Route(IPv4Network("10.5.4.0/24"), None, 0, type="blackhole")], {})
+    assert ip_text.splitlines() == ["route del blackhole 10.5.4.0/24 table main proto 79",
+                                    "route replace unreachable 10.5.3.0/24 table main proto 79"]
+    assert str(fail) == "route unreachable 10.5.3.0/24" and fail.key == R2.key[:2] + (fail.dst,)
+    assert fail != Route(IPv4Network("10.5.3.0/24"), None, 0)  # same key, another type: replaced
+    with pytest.raises(ValueError, match="route type 'local'"):
+        Route(IPv4Network("10.5.3.0/24"), None, 0, type="local")

@@ -4,18 +4,21 @@ desired state of :mod:`calc` and the reconcile targets; and xfrm policies in a n
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import time
+import uuid
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 import trio
 from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
+from overlay_core.reconcile import converge
 from overlay_ipsec import KERNEL, desired_state, parse_options
 from overlay_ipsec.calc import ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import ROUTING_TABLE, kernel_has_esp
-from overlay_ipsec.reconcile import converge
 from overlay_ipsec.target import XfrmPolicyTarget
 from overlay_ipsec.testing import IpsecLab, LabAgent, LabNode, run, until_established
 from overlay_ipsec.vici_client import ViciClient
@@ -79,6 +82,7 @@ async def test_libipsec_mesh_heals_and_forgets(lab: IpsecLab):
         assert after == before
 
         # node c leaves: a new agent of a (charon still holds c's connection from the old run) and b forget it
+        await agents[0].client.aclose()
         agents[0] = Agent(a, [b])
         agents[1].peers = [a]
         for agent in agents[:2]:
@@ -86,7 +90,12 @@ async def test_libipsec_mesh_heals_and_forgets(lab: IpsecLab):
         for agent, peer in ((agents[0], b), (agents[1], a)):
             names = [conn.name for conn in await agent.client.list_conns()]
             assert names == [f"{agent.node.public_ip}-{agent.node.subnet}-{peer.subnet}-{peer.public_ip}"]
-            assert {ike.remote_host for ike in await agent.client.list_sas()} <= {str(peer.public_ip)}
+            # the terminate of c's SAs completes in the background; c's charon (still configured)
+            # keeps knocking, but nothing gets established with it
+            with trio.fail_after(10):
+                while {ike.remote_host for ike in await agent.client.list_sas()
+                       if ike.state == "ESTABLISHED"} - {str(peer.public_ip)}:
+                    await trio.sleep(0.3)
             assert [k for k in await agent.client.shared_ids() if str(c.public_ip) in k] == []
         assert await trio.to_thread.run_sync(lab.ping, a, b)
 
@@ -140,6 +149,19 @@ async def _check_routes_and_files(lab: IpsecLab, a: LabNode) -> None:
             assert PSK not in path.read_text(errors="replace"), path
 
 
+def test_charon_runs_with_its_state_dir_below_run():
+    """The agent's default state dir is /run/overlay: our launcher covers /run with a tmpfs and
+    must bind the very same directory back (config, VICI socket and log visible from outside)."""
+    lab = IpsecLab(Path("/run") / f"ipg-{uuid.uuid4().hex[:8]}", count=1)
+    try:
+        lab.up()
+        lab.start_charon(lab.nodes[0])
+        assert lab.nodes[0].paths.log.exists() and lab.nodes[0].paths.vici.is_socket()
+    finally:
+        lab.down()
+        shutil.rmtree(lab.base, ignore_errors=True)
+
+
 async def test_libipsec_always_encapsulates_in_udp(lab: IpsecLab):
     """UDPEncap false: kernel-libipsec still sends ESP in UDP (it cannot send raw ESP)."""
     a, b = lab.nodes[:2]
@@ -156,8 +178,8 @@ async def test_libipsec_always_encapsulates_in_udp(lab: IpsecLab):
 
 
 def test_kernel_mode_detection_matches_a_namespace_probe():
-    """The throwaway-namespace ESP probe agrees with an ESP state added in an ipt- namespace."""
-    ns = f"ipt-esp-{time.monotonic_ns() % 100000}"
+    """The throwaway-namespace ESP probe agrees with an ESP state added in an ipg- namespace."""
+    ns = f"ipg-esp-{time.monotonic_ns() % 100000}"
     run("ip", "netns", "add", ns)
     try:
         direct = run("ip", "-n", ns, "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp",
@@ -171,7 +193,7 @@ def test_kernel_mode_detection_matches_a_namespace_probe():
 async def test_xfrm_policy_target_in_a_namespace():
     """Kernel ESP mode's policies: installed, a deleted one restored, a vanished peer's removed,
     foreign policies untouched (policies work here even though ESP states do not)."""
-    ns = f"ipt-pol-{time.monotonic_ns() % 100000}"
+    ns = f"ipg-pol-{time.monotonic_ns() % 100000}"
     run("ip", "netns", "add", ns)
     try:
         own = Lease(IPv4Network("10.1.1.0/24"), None, LeaseAttrs(IPv4Address("192.0.2.1"), backend_type="ipsec"))
@@ -182,14 +204,14 @@ async def test_xfrm_policy_target_in_a_namespace():
             "tmpl", "src", "192.0.2.1", "dst", "192.0.2.9", "proto", "esp", "reqid", "7", "mode", "tunnel")
         desired = [o for o in desired_state(own, peers, OPTIONS, KERNEL, NETWORK).objects if isinstance(o, XfrmPolicy)]
         assert len(desired) == 6
-        assert await converge(target, desired) == (6, 0, 0)
+        assert await converge(target, desired) == (6, 0)
         assert sorted(await target.dump()) == sorted(desired)
-        assert await converge(target, desired) == (0, 0, 0)
+        assert await converge(target, desired) == (0, 0)
         run("ip", "-n", ns, "xfrm", "policy", "delete", "src", "10.1.1.0/24", "dst", "10.1.2.0/24", "dir", "out")
-        assert await converge(target, desired) == (1, 0, 0)
+        assert await converge(target, desired) == (1, 0)
         fewer = [o for o in desired_state(own, peers[:1], OPTIONS, KERNEL, NETWORK).objects
                  if isinstance(o, XfrmPolicy)]
-        assert await converge(target, fewer) == (0, 3, 0)
+        assert await converge(target, fewer) == (0, 3)
         assert sorted(await target.dump()) == sorted(fewer)
         assert "reqid 7" in run("ip", "-n", ns, "xfrm", "policy", "list").stdout  # not ours: kept
     finally:

@@ -1,17 +1,20 @@
-"""Unit tests: options, desired state, charon config/argv, policy text, SA status, the thread."""
+"""Unit tests: options, desired state, charon config/argv, policy text, SA status."""
 
 from __future__ import annotations
 
-import threading
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from types import SimpleNamespace
 
 import pytest
-import trio
 from overlay_core import ConfigError, Lease, LeaseAttrs, OverlayError, parse_config
-from overlay_ipsec import KERNEL, LIBIPSEC, Secret, desired_state, parse_options
+from overlay_core.backend import ExternalInterface, Node, PeerStatus
+from overlay_core.dataplane.objects import Route
+from overlay_core.kernel_backend import PeerPlan
+from overlay_core.services import Secret
+from overlay_ipsec import KERNEL, LIBIPSEC, IpsecBackend, desired_state, parse_options
+from overlay_ipsec import lab as ipsec_lab
 from overlay_ipsec.calc import ChildUp, ConnSpec, SharedKey, XfrmPolicy
 from overlay_ipsec.charon import CharonPaths, charon_argv, find_charon, render_config, write_config
-from overlay_ipsec.dedicated import DedicatedThread
 from overlay_ipsec.status import peer_status
 from overlay_ipsec.target import CharonTarget, ForeignConn, batch_script, parse_policies
 from overlay_ipsec.vici_client import ChildSa, IkeSa, LoadedChild, LoadedConn, ViciClient, ViciError
@@ -39,8 +42,8 @@ def test_options_defaults_and_mtu():
 
 @pytest.mark.parametrize("backend, message", [
     ({}, "ipsec: PSK is required"),
-    ({"PSK": "short-secret-value"}, "ipsec: PSK must be at least 96 characters"),
-    ({"PSK": 12345}, "ipsec: PSK must be a string, got a int"),
+    ({"PSK": "short-secret-value"}, "ipsec: PSK must be at least 96 characters long, got 18"),
+    ({"PSK": 12345}, "ipsec: PSK must be a string, got a JSON number"),
     ({"PSK": PSK, "UDPEncap": "yes"}, "ipsec: UDPEncap must be true or false, got 'yes'"),
     ({"PSK": PSK, "ESPProposal": "aes128gcm16,aes256gcm16"}, "ipsec: ESPProposal must be one strongSwan proposal"),
     ({"PSK": PSK, "ESPProposal": ""}, "ipsec: ESPProposal must be one strongSwan proposal"),
@@ -62,10 +65,7 @@ def test_options_ipv4_only():
         parse_options(config({"PSK": PSK}, EnableIPv6=True, IPv6Network="2001:db8::/48"))
 
 
-def test_secret_never_prints():
-    secret = Secret("hunter2")
-    assert str(secret) == repr(secret) == f"{secret}" == f"{secret:>10}" == "***"
-    assert secret == Secret("hunter2") and secret != Secret("other") and secret != "hunter2"
+def test_options_never_show_the_psk():
     assert "hunter2" not in repr(parse_options(config({"PSK": "hunter2" * 20})))
 
 
@@ -119,7 +119,7 @@ def test_desired_objects_for_a_table_of_leases():
     peers = [
         lease("10.1.2.0/24", "192.0.2.2"),
         lease("10.1.3.0/24", "192.0.2.3"),
-        lease("10.1.4.0/24", "192.0.2.3"),          # a second lease of node .3: one PSK owner
+        lease("10.1.4.0/24", "192.0.2.3"),          # a second lease of node .3: a key of its own
         lease("10.1.1.0/24", "192.0.2.9"),          # own subnet
         lease("10.1.5.0/24", "192.0.2.5", "vxlan"),
         lease("192.168.0.0/24", "192.0.2.6"),       # outside the network: would route foreign traffic
@@ -133,8 +133,9 @@ def test_desired_objects_for_a_table_of_leases():
     conns = sorted(o.name for o in desired.objects if isinstance(o, ConnSpec))
     assert conns == ["192.0.2.1-10.1.1.0/24-10.1.2.0/24-192.0.2.2", "192.0.2.1-10.1.1.0/24-10.1.3.0/24-192.0.2.3",
                      "192.0.2.1-10.1.1.0/24-10.1.4.0/24-192.0.2.3"]
-    assert sorted(str(o.owner) for o in desired.objects if isinstance(o, SharedKey)) == [
-        "192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    assert sorted(o.id for o in desired.objects if isinstance(o, SharedKey)) == [
+        "overlay-ipsec:192.0.2.1", "overlay-ipsec:192.0.2.2-10.1.2.0/24", "overlay-ipsec:192.0.2.3-10.1.3.0/24",
+        "overlay-ipsec:192.0.2.3-10.1.4.0/24"]
     assert {o.conn for o in desired.objects if isinstance(o, ChildUp)} == set(conns)
     reasons = sorted(d.reason for d in desired.skipped)
     assert reasons == sorted([
@@ -218,25 +219,7 @@ def test_charon_target_owns_only_flannel_named_connections():
     assert not target.owns(ForeignConn(LoadedConn("hand-made", (), (), ())))
 
 
-# --- dedicated thread ------------------------------------------------------------------------
-
-async def test_dedicated_thread_runs_every_call_on_one_thread_and_closes():
-    closed = []
-    thread = DedicatedThread("t", open=lambda: {"opened_on": threading.get_ident()}, close=closed.append)
-    idents = set()
-
-    async def one():
-        idents.add(await thread.call(lambda r: (r["opened_on"], threading.get_ident())))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(8):
-            nursery.start_soon(one)
-    assert len(idents) == 1 and len(next(iter(idents))) == 2 and len(set(next(iter(idents)))) == 1
-    with pytest.raises(ZeroDivisionError):
-        await thread.call(lambda r: 1 / 0)
-    await thread.stop()
-    assert len(closed) == 1
-
+# --- VICI client -----------------------------------------------------------------------------
 
 async def test_vici_errors_are_one_line_without_the_psk(tmp_path):
     client = ViciClient(tmp_path / "no-charon.vici")
@@ -249,3 +232,69 @@ async def test_vici_errors_are_one_line_without_the_psk(tmp_path):
     text = str(err.value)
     assert text.startswith("charon load-shared overlay-ipsec:192.0.2.1: VICI socket ")
     assert "\n" not in text and PSK not in text and err.value.__cause__ is None
+
+
+# --- the Backend -----------------------------------------------------------------------------
+
+def backend(mode: str) -> IpsecBackend:
+    iface = ExternalInterface("eth0", 2, 1500, IPv4Address("192.0.2.1"), None, IPv4Address("192.0.2.1"), None,
+                              (IPv4Network("192.0.2.0/24"),))
+    b = IpsecBackend(Node(config({"PSK": PSK}), iface, SimpleNamespace(), lease=OWN))
+    b.mode = mode
+    return b
+
+
+def test_backend_plans_by_mode_and_adds_the_node_key():
+    peers = [lease("10.1.2.0/24", "192.0.2.2"), lease("10.1.3.0/24", "192.0.2.3"),
+             lease("10.1.1.0/24", "192.0.2.9")]
+    lib = backend(LIBIPSEC)
+    plan = lib.plan(peers[0])
+    assert plan.mode == "ipsec"
+    assert [o for o in plan.objects if isinstance(o, Route)] == [
+        Route(IPv4Network("10.1.2.0/24"), None, 0, type="unreachable")]  # fail closed while the SA is down
+    assert lib.plan(peers[2]) == PeerPlan("skipped", (), "own subnet")
+    desired = lib.desired(peers)
+    keys = sorted(o.id for o in desired if isinstance(o, SharedKey))
+    assert keys == ["overlay-ipsec:192.0.2.1", "overlay-ipsec:192.0.2.2-10.1.2.0/24",
+                    "overlay-ipsec:192.0.2.3-10.1.3.0/24"]
+    assert len({o.key for o in desired}) == len(desired)  # nothing two targets (or two peers) fight over
+    kernel = backend(KERNEL).plan(peers[0])
+    assert not any(isinstance(o, Route) for o in kernel.objects)  # Flannel's policies drop without an SA
+    assert sum(isinstance(o, XfrmPolicy) for o in kernel.objects) == 3
+
+
+def test_backend_peer_status_comes_from_charon():
+    b = backend(LIBIPSEC)
+    peers = [lease("10.1.2.0/24", "192.0.2.2"), lease("10.1.3.0/24", "192.0.2.3")]
+    b.desired(peers)
+    up = ChildSa("10.1.1.0/24-10.1.2.0/24", "INSTALLED", 10, 20, 1, 2, 3000)
+    b.charon.sas = [IkeSa("192.0.2.1-10.1.1.0/24-10.1.2.0/24-192.0.2.2", "1", "ESTABLISHED", "192.0.2.2", 5, (up,))]
+    status = b.overlay_peer_status()
+    assert status["10.1.2.0-24"] == PeerStatus("established", {"mode": "ipsec", "sa": "established", "rx_bytes": 10,
+                                                               "tx_bytes": 20, "rekey_in_s": 3000, "ike_sas": 1})
+    assert status["10.1.3.0-24"].state == "down"
+    assert b.overlay_report()["ipsec"]["sas"] == {"established": 1, "down": 1}
+    assert PSK not in repr(status) + repr(b.overlay_report())
+
+
+async def test_charon_target_with_charon_down_says_so_once(tmp_path, caplog):
+    client = ViciClient(tmp_path / "no-charon.vici")
+    objects = desired_state(OWN, [lease("10.1.2.0/24", "192.0.2.2")], parse_options(config({"PSK": PSK})), LIBIPSEC,
+                            NETWORK).objects
+    try:
+        assert await CharonTarget(client).apply(objects, []) == len(objects)
+    finally:
+        await client.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "overlay.ipsec"]
+    assert len(lines) == 1 and PSK not in lines[0]
+    assert lines[0].startswith(f"ipsec: {len(objects)} changes wait for charon: ")
+
+
+# --- lab extras ------------------------------------------------------------------------------
+
+def test_lab_gets_a_fresh_long_psk_and_a_root_only_directory(tmp_path):
+    lab = SimpleNamespace(dir=str(tmp_path / "lab"))
+    first, second = ipsec_lab.backend_options(lab)["PSK"], ipsec_lab.backend_options(lab)["PSK"]
+    assert len(first) >= 96 and first != second
+    assert (tmp_path / "lab").stat().st_mode & 0o777 == 0o700
+    assert "IPv4 only" in ipsec_lab.check(lab, 3, 0, "dual") and ipsec_lab.check(lab, 3, 0, "") is None

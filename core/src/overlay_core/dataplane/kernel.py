@@ -18,6 +18,7 @@ import trio
 from .netlink import Netlink
 from .objects import (
     MAIN_TABLE,
+    ROUTE_TYPES,
     RTPROT_OVERLAY,
     FdbEntry,
     KernelObject,
@@ -43,8 +44,10 @@ def _family(version: int) -> int:
 
 def _set_one(ipr, obj: KernelObject) -> None:
     if isinstance(obj, Route):
-        kw = {"dst": str(obj.dst), "oif": obj.oif, "table": MAIN_TABLE, "proto": RTPROT_OVERLAY,
-              "family": _family(obj.dst.version)}
+        kw = {"dst": str(obj.dst), "table": MAIN_TABLE, "proto": RTPROT_OVERLAY, "family": _family(obj.dst.version),
+              "type": ROUTE_TYPES[obj.type]}
+        if obj.oif:
+            kw["oif"] = obj.oif
         if obj.gateway is not None:
             kw["gateway"] = str(obj.gateway)
         if obj.onlink:
@@ -61,7 +64,7 @@ def _set_one(ipr, obj: KernelObject) -> None:
 def _delete_one(ipr, obj: KernelObject) -> None:
     if isinstance(obj, Route):
         ipr.route("del", dst=str(obj.dst), table=MAIN_TABLE, proto=RTPROT_OVERLAY,
-                  family=_family(obj.dst.version))
+                  family=_family(obj.dst.version), type=ROUTE_TYPES[obj.type])
     elif isinstance(obj, Neighbour):
         ipr.neigh("del", ifindex=obj.ifindex, dst=str(obj.dst), family=_family(obj.dst.version))
     else:
@@ -74,13 +77,16 @@ def batch_lines(to_set: Iterable[KernelObject], to_delete: Iterable[KernelObject
     ip_lines, bridge_lines = [], []
     for obj in ordered_for_delete(to_delete):
         if isinstance(obj, Route):
-            ip_lines.append(f"route del {obj.dst} table main proto {RTPROT_OVERLAY}")
+            kind = "" if obj.type == "unicast" else f"{obj.type} "
+            ip_lines.append(f"route del {kind}{obj.dst} table main proto {RTPROT_OVERLAY}")
         elif isinstance(obj, Neighbour):
             ip_lines.append(f"neigh del {obj.dst} dev {names[obj.ifindex]}")
         else:
             bridge_lines.append(f"fdb del {obj.lladdr} dev {names[obj.ifindex]} dst {obj.dst} self")
     for obj in ordered_for_set(to_set):
-        if isinstance(obj, Route):
+        if isinstance(obj, Route) and obj.type != "unicast":
+            ip_lines.append(f"route replace {obj.type} {obj.dst} table main proto {RTPROT_OVERLAY}")
+        elif isinstance(obj, Route):
             via = f" via {obj.gateway}" if obj.gateway is not None else ""
             ip_lines.append(f"route replace {obj.dst}{via} dev {names[obj.oif]}"
                             f"{' onlink' if obj.onlink else ''} table main proto {RTPROT_OVERLAY}")

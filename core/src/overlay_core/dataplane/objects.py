@@ -16,6 +16,8 @@ from ..cidr import within
 
 RTPROT_OVERLAY = 79  # route protocol marking routes we own ("proto 79" in `ip route`)
 MAIN_TABLE = 254
+# rtmsg.rtm_type values of the route types a backend may want (linux/rtnetlink.h)
+ROUTE_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
 
 IPAddress = Union[IPv4Address, IPv6Address]
 IPNetwork = Union[IPv4Network, IPv6Network]
@@ -23,18 +25,27 @@ IPNetwork = Union[IPv4Network, IPv6Network]
 
 @dataclass(frozen=True, order=True, slots=True)
 class Route:
-    """``dst via gateway dev oif [onlink]`` in the main table, ``proto 79``."""
+    """``dst via gateway dev oif [onlink]`` in the main table, ``proto 79``.
+
+    ``type`` is the route type: ``unicast`` (the default), or ``unreachable``, ``blackhole`` or
+    ``prohibit`` (no gateway, ``oif`` 0), which a backend uses to fail closed: pod traffic to a
+    peer whose tunnel is down is refused instead of leaving in clear by the default route."""
 
     dst: IPNetwork
     gateway: IPAddress | None
     oif: int
     onlink: bool = False
+    type: str = "unicast"
     key: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.type not in ROUTE_TYPES:
+            raise ValueError(f"route type {self.type!r} is not one of {', '.join(ROUTE_TYPES)}")
         object.__setattr__(self, "key", ("route", self.dst.version, self.dst))
 
     def __str__(self) -> str:
+        if self.type != "unicast":
+            return f"route {self.type} {self.dst}"
         return f"route {self.dst} via {self.gateway} dev #{self.oif}{' onlink' if self.onlink else ''}"
 
 

@@ -15,7 +15,7 @@ import struct
 
 import trio
 
-from .objects import MAIN_TABLE, RTPROT_OVERLAY, FdbEntry, KernelObject, Neighbour, Route, Scope, intern
+from .objects import MAIN_TABLE, ROUTE_TYPES, RTPROT_OVERLAY, FdbEntry, KernelObject, Neighbour, Route, Scope, intern
 
 NETLINK_ROUTE = 0
 RTM_GETROUTE, RTM_GETNEIGH = 26, 30
@@ -25,6 +25,8 @@ AF_BRIDGE = 7
 NUD_PERMANENT, NTF_SELF, RTNH_F_ONLINK = 0x80, 0x02, 0x04
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 NDA_DST, NDA_LLADDR = 1, 2
+
+TYPE_NAMES = {number: name for name, number in ROUTE_TYPES.items()}
 
 HEADER = struct.Struct("=IHHII")
 RTMSG = struct.Struct("=BBBBBBBBI")
@@ -63,9 +65,9 @@ def _memo(build, *raw) -> KernelObject:
     return obj
 
 
-def _route(dst: bytes, dst_len: int, gateway: bytes | None, oif: bytes, onlink: bool) -> Route:
+def _route(dst: bytes, dst_len: int, gateway: bytes | None, oif: bytes, onlink: bool, rtype: int) -> Route:
     return Route(ipaddress.ip_network((_ip(dst), dst_len)), _ip(gateway) if gateway else None,
-                 struct.unpack("=I", oif)[0] if oif else 0, onlink)
+                 struct.unpack("=I", oif)[0] if oif else 0, onlink, TYPE_NAMES[rtype])
 
 
 def _fdb(ifindex: int, mac: bytes, dst: bytes) -> FdbEntry:
@@ -86,8 +88,8 @@ def _mac(raw: bytes) -> str:
 
 def parse_routes(data: bytes, out: list[KernelObject]) -> None:
     for offset, end in _frames(data):
-        family, dst_len, _, _, table, proto, _, _, flags = RTMSG.unpack_from(data, offset)
-        if proto != RTPROT_OVERLAY:
+        family, dst_len, _, _, table, proto, _, rtype, flags = RTMSG.unpack_from(data, offset)
+        if proto != RTPROT_OVERLAY or rtype not in TYPE_NAMES:
             continue
         attrs = _attrs(data, offset + RTMSG.size, end)
         if (struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table) != MAIN_TABLE:
@@ -96,7 +98,7 @@ def parse_routes(data: bytes, out: list[KernelObject]) -> None:
             continue
         dst, gateway, oif = attrs[RTA_DST], attrs.get(RTA_GATEWAY), attrs.get(RTA_OIF, b"")
         onlink = bool(flags & RTNH_F_ONLINK)
-        out.append(_memo(_route, dst, dst_len, gateway, oif, onlink))
+        out.append(_memo(_route, dst, dst_len, gateway, oif, onlink, rtype))
 
 
 def parse_neighbours(data: bytes, devices: tuple[int, ...], out: list[KernelObject]) -> None:

@@ -25,9 +25,9 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Union
 
 from overlay_core import Lease
+from overlay_core.services import Secret
 
 from .options import IpsecOptions
-from .secret import Secret
 
 KERNEL = "kernel"
 LIBIPSEC = "libipsec"
@@ -120,10 +120,14 @@ class ChildUp:
 
 @dataclass(frozen=True)
 class SharedKey:
-    """The IKE PSK for one owner identity (a public IP); charon id ``overlay-ipsec:<ip>``."""
+    """The IKE PSK for one owner identity (a public IP), as Flannel loads it: one for our own
+    address (a per-node object) and one per peer lease. charon id ``overlay-ipsec:<ip>`` for
+    ours, ``overlay-ipsec:<ip>-<subnet>`` for a peer's, so two leases of one node (a node that
+    moved to another subnet) own separate keys and removing one never removes the other's."""
 
     owner: IPv4Address
     psk: Secret
+    subnet: IPv4Network | None = None
     key: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,7 +135,7 @@ class SharedKey:
 
     @property
     def id(self) -> str:
-        return f"{SHARED_KEY_PREFIX}{self.owner}"
+        return f"{SHARED_KEY_PREFIX}{self.owner}" + (f"-{self.subnet}" if self.subnet is not None else "")
 
     def to_vici(self) -> dict[str, Any]:
         """The ``load-shared`` message (the only place the PSK leaves its wrapper)."""
@@ -226,7 +230,8 @@ def plan_peer(own_lease: Lease, peer: Lease, options: IpsecOptions, mode: str,
         return PeerDecision(peer, reason=reason)
     remote = endpoint(peer)
     conn = ConnSpec(own, remote, options.esp_proposal, options.udp_encap, mode)
-    objects: list[IpsecObject] = [conn, ChildUp(conn.name, conn.child), SharedKey(remote.public_ip, options.psk)]
+    objects: list[IpsecObject] = [conn, ChildUp(conn.name, conn.child), SharedKey(remote.public_ip, options.psk,
+                                                                                 remote.subnet)]
     if mode == KERNEL:
         objects.extend(peer_policies(own, remote))
     return PeerDecision(peer, tuple(objects))
@@ -244,13 +249,17 @@ class Desired:
         return [d for d in self.decisions if d.skipped]
 
 
+def node_objects(own_lease: Lease, options: IpsecOptions) -> list[IpsecObject]:
+    """What belongs to the node rather than to a peer: the PSK for our own public IP."""
+    return [SharedKey(endpoint(own_lease).public_ip, options.psk)]
+
+
 def desired_state(own_lease: Lease, peers: Iterable[Lease], options: IpsecOptions, mode: str,
                   network: IPv4Network) -> Desired:
-    """Objects for every usable peer, plus our own PSK owner; a peer whose subnet overlaps an
-    earlier (lower) peer's is skipped, so no two connections claim the same addresses."""
-    own = endpoint(own_lease)
-    objects: list[IpsecObject] = [SharedKey(own.public_ip, options.psk)]
-    seen = {objects[0].key}
+    """Objects for every usable peer, plus the node's own; a peer whose subnet overlaps an
+    earlier (lower) peer's is skipped, so no two connections claim the same addresses (the
+    agent's lease rules already refuse such leases; this keeps the function safe on its own)."""
+    objects = node_objects(own_lease, options)
     decisions: list[PeerDecision] = []
     taken: list[IPv4Network] = []
     for peer in sorted(peers, key=lambda lease: lease.key):
@@ -260,8 +269,6 @@ def desired_state(own_lease: Lease, peers: Iterable[Lease], options: IpsecOption
             decision = PeerDecision(peer, reason=f"subnet {peer.subnet} overlaps another peer's {clash}")
         if not decision.skipped:
             taken.append(peer.subnet)  # type: ignore[arg-type]
-            fresh = [o for o in decision.objects if o.key not in seen]  # two leases of one node share a PSK owner
-            seen.update(o.key for o in fresh)
-            objects.extend(fresh)
+            objects.extend(decision.objects)
         decisions.append(decision)
     return Desired(objects, decisions)

@@ -33,9 +33,11 @@ CHARON_PATHS = ("/usr/lib/strongswan/charon", "/usr/lib/ipsec/charon", "/usr/lib
                 "/usr/libexec/ipsec/charon")  # after PATH, in Flannel's order
 DEBIAN_PLUGIN_CONF = "/etc/strongswan.d/charon/*.conf"
 ROUTING_TABLE = 220  # charon's default, named here so the README and tests agree
-# runs inside `unshare --mount`: keep fd 3 on our dir, cover /run, bind the dir back, exec charon
+# runs inside `unshare --mount`: keep fd 3 on our dir, cover /run, bind the dir back, exec charon.
+# --no-canonicalize: mount(8) would otherwise resolve /proc/self/fd/3 to its path name, which under
+# the new tmpfs names an empty directory when the state dir lies below /run (the default).
 _LAUNCH = ('exec 3<"$1" && mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p "$1" '
-           '&& mount --bind /proc/self/fd/3 "$1" && exec 3<&- && STRONGSWAN_CONF="$2" exec "$3"')
+           '&& mount --no-canonicalize --bind /proc/self/fd/3 "$1" && exec 3<&- && STRONGSWAN_CONF="$2" exec "$3"')
 
 
 @dataclass(frozen=True)

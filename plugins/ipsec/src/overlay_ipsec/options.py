@@ -1,22 +1,21 @@
 """The ``Backend`` options of an ipsec network, with Flannel's names, defaults and limits.
 
-Table-driven (one :class:`Option` row per key) so the table ports to core's ``read_options``
-unchanged in meaning. The ESP proposal is checked here only for its shape; whether charon
-knows every keyword is asked of charon itself (``ViciClient.check_esp_proposal``), because the
-keyword set depends on the crypto plugins the installed charon loads.
+Read with core's ``read_options`` (types, the PSK's minimum length, one-line errors that never
+show the PSK); on top of it: unknown keys (with a "did you mean"), the required PSK and the
+address family. The ESP proposal is checked here only for its shape; whether charon knows every
+keyword is asked of charon itself (``ViciClient.check_esp_proposal``), because the keyword set
+depends on the crypto plugins the installed charon loads.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from overlay_core import ConfigError, NetworkConfig
-
-from .secret import Secret
+from overlay_core.options import option, read_options
+from overlay_core.services import Secret
 
 BACKEND = "ipsec"
 MIN_PSK_LENGTH = 96  # Flannel's minPasswordLength
@@ -28,11 +27,17 @@ LIBIPSEC_TUN_MTU = 1400  # kernel-libipsec's ipsec0, fixed at creation
 _PROPOSAL = re.compile(r"[a-z0-9_]+(?:-[a-z0-9_]+)*")
 
 
+def _check_proposal(value: str) -> None:
+    if not _PROPOSAL.fullmatch(value):
+        raise ValueError("must be one strongSwan proposal: lower-case algorithm keywords joined by '-', "
+                         "for example 'aes128gcm16-sha256-prfsha256-ecp256'")
+
+
 @dataclass(frozen=True)
 class IpsecOptions:
-    psk: Secret
-    udp_encap: bool = False
-    esp_proposal: str = DEFAULT_ESP_PROPOSAL
+    psk: Secret = option("PSK", None, kind=Secret, min_len=MIN_PSK_LENGTH)  # required: see parse_options
+    udp_encap: bool = option("UDPEncap", False)
+    esp_proposal: str = option("ESPProposal", DEFAULT_ESP_PROPOSAL, check=_check_proposal)
 
     def mtu(self, external_mtu: int, libipsec: bool = False) -> int:
         """Pod MTU as Flannel computes it: external MTU − 77, − 8 more with UDP encapsulation.
@@ -43,46 +48,7 @@ class IpsecOptions:
         return min(mtu, LIBIPSEC_TUN_MTU) if libipsec else mtu
 
 
-def _check_psk(value: Secret) -> None:
-    if len(value) < MIN_PSK_LENGTH:
-        raise ValueError(f"must be at least {MIN_PSK_LENGTH} characters (generate one with "
-                         "`openssl rand -base64 96`)")
-
-
-def _check_proposal(value: str) -> None:
-    if not _PROPOSAL.fullmatch(value):
-        raise ValueError("must be one strongSwan proposal: lower-case algorithm keywords joined by '-', "
-                         "for example 'aes128gcm16-sha256-prfsha256-ecp256'")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One backend option: JSON key, dataclass field, kind, default (None = required), check."""
-
-    key: str
-    field: str
-    kind: type
-    default: Any
-    check: Callable[[Any], None] | None = None
-
-
-OPTIONS = (
-    Option("PSK", "psk", Secret, None, _check_psk),
-    Option("UDPEncap", "udp_encap", bool, False),
-    Option("ESPProposal", "esp_proposal", str, DEFAULT_ESP_PROPOSAL, _check_proposal),
-)
-
-
-def _convert(option: Option, raw: Any) -> Any:
-    """The raw JSON value as the option's kind; ``ValueError`` that never shows a secret."""
-    if option.kind is bool:
-        if not isinstance(raw, bool):
-            raise ValueError(f"must be true or false, got {raw!r}")
-        return raw
-    if not isinstance(raw, str):
-        shown = "a " + type(raw).__name__ if option.kind is Secret else repr(raw)
-        raise ValueError(f"must be a string, got {shown}")
-    return Secret(raw) if option.kind is Secret else raw
+KEYS = ("PSK", "UDPEncap", "ESPProposal")  # the option names above, for unknown-key hints
 
 
 def _check_family(config: NetworkConfig) -> None:
@@ -99,25 +65,14 @@ def _check_family(config: NetworkConfig) -> None:
 def parse_options(config: NetworkConfig) -> IpsecOptions:
     """Validate the ipsec options of ``config``; one-line ``ConfigError`` when invalid."""
     _check_family(config)
-    given = {str(k).lower(): v for k, v in config.backend.items() if str(k).lower() != "type"}
-    known = {o.key.lower(): o for o in OPTIONS}
-    for key in given:
+    known = {key.lower(): key for key in KEYS}
+    for key in (str(k).lower() for k in config.backend if str(k).lower() != "type"):
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean '{known[close[0]].key}'?)" if close else ""
+            hint = f" (did you mean '{known[close[0]]}'?)" if close else ""
             raise ConfigError(f"{BACKEND}: unknown option '{key}'{hint}")
-    values: dict[str, Any] = {}
-    for option in OPTIONS:
-        raw = given.get(option.key.lower())
-        if raw is None:
-            if option.default is None:
-                raise ConfigError(f"{BACKEND}: {option.key} is required (at least {MIN_PSK_LENGTH} characters)")
-            continue
-        try:
-            value = _convert(option, raw)
-            if option.check is not None:
-                option.check(value)
-        except ValueError as exc:
-            raise ConfigError(f"{BACKEND}: {option.key} {exc}") from None
-        values[option.field] = value
-    return IpsecOptions(**values)
+    options = read_options(IpsecOptions, config, backend=BACKEND)
+    if options.psk is None:
+        raise ConfigError(f"{BACKEND}: PSK is required (at least {MIN_PSK_LENGTH} characters; generate one with "
+                          "`openssl rand -base64 96`)")
+    return options

@@ -19,13 +19,14 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
 import trio
 
 from .calc import REQID, SHARED_KEY_PREFIX, ChildUp, ConnSpec, SharedKey, XfrmPolicy
 from .status import PeerSaStatus, child_alive, peer_status
-from .vici_client import IkeSa, LoadedChild, LoadedConn, ViciClient, ViciError
+from .vici_client import CharonUnreachable, IkeSa, LoadedChild, LoadedConn, ViciClient, ViciError
 
 LOGGER = logging.getLogger("overlay.ipsec")
 # <ownPublicIP>-<ownSubnet>-<peerSubnet>-<peerPublicIP>, Flannel's connection name
@@ -106,26 +107,36 @@ class CharonTarget:
         return [o for o in out if self.owns(o)]
 
     async def apply(self, to_set: list, to_delete: list) -> int:
+        """Each change on its own (a refused one is logged and counted); when charon does not
+        answer at all, one line and the rest counted as failed: the reconcile that follows
+        charon's restart does them."""
         failed = 0
         loaded_now: set[str] = set()
-        for obj in sorted(to_delete, key=lambda o: -_RANK[type(o)]):
-            failed += await self._attempt(f"remove {_describe(obj)}", self._delete(obj))
-        for obj in sorted(to_set, key=lambda o: _RANK[type(o)]):
+        steps = [(f"remove {_describe(o)}", o, self._delete) for o in sorted(to_delete, key=lambda o: -_RANK[type(o)])]
+        steps += [(f"set {_describe(o)}", o, partial(self._set, loaded_now=loaded_now))
+                  for o in sorted(to_set, key=lambda o: _RANK[type(o)])]
+        for done, (what, obj, step) in enumerate(steps):
             if isinstance(obj, ChildUp) and obj.conn in loaded_now:
                 continue  # just loaded with start_action=start: charon is initiating it already
-            failed += await self._attempt(f"set {_describe(obj)}", self._set(obj, loaded_now))
+            try:
+                failed += await self._attempt(what, step(obj))
+            except CharonUnreachable as exc:
+                LOGGER.warning("ipsec: %d changes wait for charon: %s", len(steps) - done, exc)
+                return failed + len(steps) - done
         return failed
 
     @staticmethod
     async def _attempt(what: str, step) -> int:
         try:
             await step
+        except CharonUnreachable:
+            raise
         except ViciError as exc:
             LOGGER.warning("ipsec: %s failed: %s", what, exc)
             return 1
         return 0
 
-    async def _set(self, obj, loaded_now: set[str]) -> None:
+    async def _set(self, obj, *, loaded_now: set[str]) -> None:
         if isinstance(obj, SharedKey):
             await self.client.load_shared(obj)
             self._loaded[obj.key] = obj

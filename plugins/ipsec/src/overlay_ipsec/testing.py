@@ -19,11 +19,11 @@ from pathlib import Path
 
 import trio
 from overlay_core import Lease, LeaseAttrs
+from overlay_core.reconcile import diff, split
 
 from .calc import KERNEL, LIBIPSEC, ConnSpec, Desired, desired_state
 from .charon import CharonPaths, charon_argv, find_charon, vici_answers, write_config
 from .options import IpsecOptions
-from .reconcile import converge
 from .target import CharonTarget, XfrmPolicyTarget
 from .vici_client import ViciClient
 
@@ -62,7 +62,7 @@ def run(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.Compl
 class IpsecLab:
     base: Path
     count: int = 3
-    prefix: str = "ipt"
+    prefix: str = "ipg"
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:4])
     nodes: list[LabNode] = field(default_factory=list)
     hub: str = ""
@@ -141,7 +141,9 @@ class IpsecLab:
 
 
 class LabAgent:
-    """What the Backend glue will do for one lab node: desired state from leases, converge."""
+    """The charon side of the Backend for one lab node, driven from a test: desired state from
+    leases, converge of the charon (and, in kernel mode, xfrm policy) targets. Kernel routes are
+    left out: this process runs in the root namespace."""
 
     def __init__(self, node: LabNode, peers: list[LabNode], options: IpsecOptions,
                  network: IPv4Network = LAB_NETWORK, mode: str = LIBIPSEC) -> None:
@@ -155,11 +157,16 @@ class LabAgent:
                              self.network)
 
     async def converge(self) -> tuple[int, int, int]:
-        """Converge charon (and, in kernel mode, the xfrm policies first); charon's counts."""
-        objects = self.desired().objects
-        if self.policies is not None:
-            await converge(self.policies, objects)
-        return await converge(self.target, objects)
+        """Converge the xfrm policies (kernel mode) and charon as core's ``converge`` does, and
+        also count failures: (set, deleted, failed) over both targets."""
+        targets = [t for t in (self.policies, self.target) if t is not None]
+        counts = [0, 0, 0]
+        for target, share in zip(targets, split(self.desired().objects, targets)):
+            to_set, to_delete = diff(share, await target.dump(), target.owns)
+            failed = await target.apply(to_set, to_delete) if to_set or to_delete else 0
+            for i, n in enumerate((len(to_set), len(to_delete), failed)):
+                counts[i] += n
+        return counts[0], counts[1], counts[2]
 
     async def states(self) -> dict[str, str]:
         """SA state per desired connection, from a fresh dump."""

@@ -1,6 +1,6 @@
 """trio-facing VICI client: one blocking ``vici.Session`` owned by one dedicated thread.
 
-Every call runs on that thread (:class:`~overlay_ipsec.dedicated.DedicatedThread`); the session
+Every call runs on that thread (core's :class:`~overlay_core.services.DedicatedThread`); the session
 reconnects on the next call after charon went away. VICI values arrive as ``bytes`` and are
 decoded here, into small frozen records. Errors become :class:`ViciError`, one line, never
 carrying the PSK (a failed ``load-shared`` reports only the key id).
@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import trio
 import vici
 import vici.exception
 from overlay_core import ConfigError, OverlayError
+from overlay_core.services import DedicatedThread
 
 from .calc import ConnSpec, SharedKey
 from .charon import vici_session
-from .dedicated import DedicatedThread
 
 T = TypeVar("T")
 PROPOSAL_CHECK_CONN = "overlay-ipsec-proposal-check"
@@ -27,6 +28,10 @@ PROPOSAL_CHECK_CONN = "overlay-ipsec-proposal-check"
 
 class ViciError(OverlayError):
     """charon refused a command or cannot be reached."""
+
+
+class CharonUnreachable(ViciError):
+    """Nobody answers on the VICI socket (charon is down or restarting)."""
 
 
 def _text(value: Any) -> str:
@@ -124,7 +129,7 @@ class ViciLink:
             raise ViciError(f"charon {what}: {_one_line(exc)}") from None
         except (OSError, vici.exception.SessionException, vici.exception.DeserializationException) as exc:
             self.close()
-            raise ViciError(f"charon {what}: VICI socket {self.path}: {_one_line(exc)}") from None
+            raise CharonUnreachable(f"charon {what}: VICI socket {self.path}: {_one_line(exc)}") from None
 
     def _connect(self) -> vici.Session:
         if self._session is None:
@@ -147,10 +152,11 @@ class ViciClient:
 
     def __init__(self, path: Path, thread: DedicatedThread[ViciLink] | None = None) -> None:
         self.path = Path(path)
-        self._thread = thread or DedicatedThread(f"vici:{path}", lambda: ViciLink(self.path), ViciLink.close)
+        self._thread = thread or DedicatedThread(f"vici:{self.path.name}", lambda: ViciLink(self.path), ViciLink.close)
 
     async def aclose(self) -> None:
-        await self._thread.stop()
+        """Close the session and end the thread (its queued calls finish first)."""
+        await trio.to_thread.run_sync(self._thread.close)
 
     async def _run(self, what: str, fn: Callable[[vici.Session], T]) -> T:
         return await self._thread.call(lambda link: link.run(what, fn))
