@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from overlay_core.lab.netns import nsexec
@@ -99,27 +100,7 @@ def test_bad_arguments_are_one_line_errors(udp_lab, extra, error):
     assert "flannel0" not in nsexec(node, "ip", "link").stdout  # refused before anything was made
 
 
-FOREIGN = textwrap.dedent("""
-    # A Flannel udp node in miniature: raw IPv4 packets as UDP payloads on port 8285.
-    import json, socket, struct, sys
-    def csum(b):
-        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-        while s >> 16:
-            s = (s & 0xFFFF) + (s >> 16)
-        return ~s & 0xFFFF
-    me, peer, src, dst = sys.argv[1:5]
-    icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x4242, 7) + b"flannel-wire-format!")
-    struct.pack_into("!H", icmp, 2, csum(bytes(icmp)))
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 99, 0x4000, 64, 1, 0,
-                               socket.inet_aton(src), socket.inet_aton(dst)))
-    struct.pack_into("!H", ip, 10, csum(bytes(ip)))
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((me, 8285))
-    s.settimeout(10)
-    s.sendto(bytes(ip + icmp), (peer, 8285))
-    data, addr = s.recvfrom(65535)
-    print(json.dumps({"from": addr[0], "port": addr[1], "packet": data.hex()}))
-""")
+FLANNEL_NODE = str(Path(__file__).with_name("flannel_node.py"))  # a Flannel udp node in miniature
 
 
 def test_foreign_flannel_node_exchanges_echo_with_a_pod(udp_lab):
@@ -127,7 +108,7 @@ def test_foreign_flannel_node_exchanges_echo_with_a_pod(udp_lab):
     lab.add_node(1)
     lab.add_node(3, pod=False)
     lab.start_forwarder(1, {3: 3})
-    out = nsexec(lab.node(3), sys.executable, "-c", FOREIGN, lab.node_ip(3), lab.node_ip(1), "10.5.3.2", lab.pod_ip(1),
+    out = nsexec(lab.node(3), sys.executable, FLANNEL_NODE, lab.node_ip(3), lab.node_ip(1), "10.5.3.2", lab.pod_ip(1),
                  timeout=30).stdout
     reply = json.loads(out)
     p = bytes.fromhex(reply["packet"])
