@@ -269,6 +269,13 @@ def test_route_changes_take_effect_for_the_next_packet(udp_lab, path):
         assert counters["send_errors"] == 1 and counters["peers"]["203.0.113.9"]["drops"] == 1
         with pytest.raises(control.ControlError, match="one prefix length"):
             ctl.call("set", subnet="10.6.0.0/16", peer=lab.node_ip(2))
+        # update (what the agent sends): sets and deletes at once; a bad one changes nothing
+        ctl.call("update", set={lab.subnet(3): lab.node_ip(3)}, delete=[lab.subnet(7)])
+        assert ctl.call("routes")["routes"] == {lab.subnet(2): lab.node_ip(2), lab.subnet(3): lab.node_ip(3)}
+        with pytest.raises(control.ControlError, match="one prefix length"):
+            ctl.call("update", set={"10.6.0.0/16": lab.node_ip(2)}, delete=[lab.subnet(2)])
+        assert lab.subnet(2) in ctl.call("routes")["routes"]
+        assert lost(lab.ping(1, lab.pod_ip(2), count=1)) == (1, 1)
 
 
 PARENT = textwrap.dedent("""
