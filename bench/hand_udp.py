@@ -49,7 +49,8 @@ def by_hand(lab) -> None:
                 break
             except (control.ControlError, OSError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"hand forwarder on {node.name} not ready; see {lab.node_dir(node)}/hand-udp.log")
+                    log = os.path.join(lab.node_dir(node), "hand-udp.log")
+                    raise RuntimeError(f"hand forwarder on {node.name} not ready; see {log}") from None
                 time.sleep(0.1)
 
 
