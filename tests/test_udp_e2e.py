@@ -40,6 +40,10 @@ def forwarder_pid(lab, node) -> int:
     return report(lab, node)["helpers"][HELPER]["pid"]
 
 
+def tun_up(node) -> bool:
+    return "UP" in ip("link", "show", "flannel0", ns=node.ns).split(">")[0]  # the flags, not "state"
+
+
 def test_ping_matrix_lease_device_counters_and_bandwidth(lab):
     rows = up_with_pods(lab, nodes=3, backend="udp")
     all_pings_ok(lab)
@@ -128,8 +132,8 @@ def test_peers_added_changed_removed_take_effect(lab):
     subnet2 = report(lab, n2)["subnet"]
     control.call(control_path(lab, n1), "delete", subnet=subnet2)  # drift in the forwarder's table
     subprocess.run(["ip", "-n", n1.ns, "link", "set", "flannel0", "down"], check=True)  # triggers a reconcile
-    wait_until(lambda: subnet2 in forwarder_routes(lab, n1) and "UP" in ip("link", "show", "flannel0", ns=n1.ns),
-               timeout=15, what="device and route table repaired")
+    wait_until(lambda: subnet2 in forwarder_routes(lab, n1) and tun_up(n1), timeout=15,
+               what="device and route table repaired")
     all_pings_ok(lab)
 
 
@@ -172,6 +176,8 @@ def test_killed_forwarder_is_restarted_and_deleted_device_recreated(lab):
                timeout=30, what="forwarder restarted after its device was deleted")
     wait_until(lambda: "10.5.0.0/16 dev flannel0" in ip("route", ns=n1.ns), what="flannel0 and its route back")
     all_pings_ok(lab)
+    ip("link", "set", "flannel0", "down", ns=n1.ns)  # the new device is watched too
+    wait_until(lambda: tun_up(n1), timeout=10, what="new flannel0 brought up again")
     assert "flannel0 was deleted" in open(os.path.join(lab.node_dir(n1), "state", "helpers", f"{HELPER}.log")).read()
 
 
