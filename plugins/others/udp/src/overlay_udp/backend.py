@@ -122,6 +122,10 @@ class UdpBackend(ReconcilingBackend):
 
     @classmethod
     def parse_options(cls, config) -> UdpOptions:
+        """The ``Port`` option, and the refusal of IPv6 (knowable offline: ``config check`` says it too)."""
+        if config.ipv6 is not None or config.ipv4 is None:
+            raise ConfigError("udp: carries IPv4 only (as Flannel's udp backend): set EnableIPv6 false "
+                              "and keep EnableIPv4, or choose vxlan or wireguard for IPv6")
         return read_options(UdpOptions, config, backend="udp")
 
     def __init__(self, node, services=None) -> None:
@@ -145,9 +149,6 @@ class UdpBackend(ReconcilingBackend):
 
     @hookimpl
     def overlay_network_config(self, config, node) -> None:
-        if config.ipv6 is not None or config.ipv4 is None:
-            raise ConfigError("udp: carries IPv4 only (as Flannel's udp backend): set EnableIPv6 false "
-                              "and keep EnableIPv4, or choose vxlan or wireguard for IPv6")
         if node.iface.address is None:
             raise ConfigError(f"udp: the external interface {node.iface.name} has no IPv4 address to bind "
                               f"UDP port {self.options.port} to")
