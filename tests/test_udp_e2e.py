@@ -206,3 +206,24 @@ def test_option_and_start_errors_are_one_line(lab):
     log = open(n1.log).read()
     assert f"overlay-core: error: udp: cannot bind UDP {n1.ip}:8285: Address already in use" in log, log[-2000:]
     assert "Traceback" not in log
+
+
+def test_new_lease_restarts_the_forwarder_for_the_new_subnet(lab):
+    """Another node takes our subnet: the agent leases another one and runs a forwarder for it;
+    flannel0 keeps only the new address, and the peers route the new subnet to us."""
+    rows = up_with_pods(lab, nodes=2, backend="udp")
+    n1, n2 = lab.state.nodes
+    old, pid = rows[0]["subnet"], forwarder_pid(lab, n1)
+    lab.etcdctl("put", f"{PREFIX}/subnets/{old.replace('/', '-')}", json.dumps({"PublicIP": "192.0.2.99"}))
+    wait_until(lambda: report(lab, n1).get("subnet") not in (None, old), timeout=30, what="a new lease")
+    new = report(lab, n1)["subnet"]
+    wait_until(lambda: forwarder_pid(lab, n1) != pid and report(lab, n1)["helpers"][HELPER]["state"] == "running",
+               timeout=30, what="forwarder for the new subnet")
+    wait_until(lambda: f"inet {old.split('/')[0]}/32" not in ip("addr", "show", "flannel0", ns=n1.ns), timeout=40,
+               what="the old address removed")
+    assert f"inet {new.split('/')[0]}/32" in ip("addr", "show", "flannel0", ns=n1.ns)
+    wait_until(lambda: {k: forwarder_routes(lab, n2).get(k) for k in (new, old)} == {new: n1.ip, old: "192.0.2.99"},
+               what="peer routes for both subnets")
+    ping = nsexec(n2.ns, "ping", "-n", "-c", "2", "-W", "2", new.split("/")[0], check=False, timeout=20)
+    assert "2 received" in ping.stdout, ping.stdout
+    assert f"lease changed: restarting the forwarder for subnet {new}" in open(n1.log).read()
