@@ -166,13 +166,8 @@ class Forwarder:
                 self._replace(routes.with_route(IPv4Network(req["subnet"]), IPv4Address(req["peer"])))
             elif op == "delete":
                 self._replace(routes.without_route(IPv4Network(req["subnet"])))
-            elif op == "update":  # several changes at once, atomically, for one table rebuild
-                table = routes.as_json()
-                for subnet in req.get("delete", []):
-                    table.pop(str(IPv4Network(subnet)), None)
-                for subnet, peer in req.get("set", {}).items():
-                    table[str(IPv4Network(subnet))] = str(IPv4Address(peer))
-                self._replace(RouteTable.from_json(table, self.args.port))
+            elif op == "update":  # several changes at once, atomically: one new table
+                self._replace(routes.with_changes(req.get("set", {}), req.get("delete", [])))
             elif op == "replace":
                 self._replace(RouteTable.from_json(req["routes"], self.args.port))
             else:
