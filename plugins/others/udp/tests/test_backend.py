@@ -9,7 +9,14 @@ from overlay_core import ConfigError, Lease, LeaseAttrs, parse_config
 from overlay_core.backend import ExternalInterface, Node, check_backend_config
 from overlay_core.kernel_backend import PeerPlan
 from overlay_udp import datapath, lab
-from overlay_udp.backend import GLOBAL_COUNTERS, PEER_COUNTERS, ForwarderRoute, UdpBackend, forwarder_error
+from overlay_udp.backend import (
+    GLOBAL_COUNTERS,
+    PEER_COUNTERS,
+    ForwarderRoute,
+    ForwarderRoutes,
+    UdpBackend,
+    forwarder_error,
+)
 
 
 def cfg(backend: str = '{"Type":"udp"}', extra: str = ""):
@@ -110,3 +117,20 @@ def test_forwarder_error_is_its_last_one_line_message(tmp_path):
 
 def test_lab_refuses_ipv6():
     assert lab.check(None, 3, 0, "dual") and lab.check(None, 3, 0, "") is None
+
+
+async def test_dump_parses_only_entries_that_changed(monkeypatch):
+    table = {"10.5.2.0/24": "192.0.2.2", "10.5.3.0/24": "192.0.2.3"}
+
+    async def routes(path, op, **fields):  # the forwarder's answer to "routes" (its real form)
+        assert (path, op) == ("/run/udp.sock", "routes")
+        return {"ok": True, "routes": dict(table)}
+
+    monkeypatch.setattr("overlay_udp.control.request", routes)
+    target = ForwarderRoutes("/run/udp.sock")
+    first = await target.dump()
+    assert sorted(first) == [ForwarderRoute(IPv4Network(n), IPv4Address(p)) for n, p in sorted(table.items())]
+    table["10.5.3.0/24"] = "192.0.2.9"
+    second = {r.subnet: r for r in await target.dump()}
+    assert second[IPv4Network("10.5.2.0/24")] is first[0]  # unchanged: the same object, not parsed again
+    assert second[IPv4Network("10.5.3.0/24")].peer == IPv4Address("192.0.2.9")

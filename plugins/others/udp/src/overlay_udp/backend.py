@@ -87,6 +87,8 @@ class ForwarderRoutes:
 
     def __init__(self, control_path: str) -> None:
         self.control_path = control_path
+        self._parsed: dict[tuple[str, str], ForwarderRoute] = {}  # the last dump's objects, by their text
+
 
     def accepts(self, obj: Any) -> bool:
         return isinstance(obj, ForwarderRoute)
@@ -95,9 +97,16 @@ class ForwarderRoutes:
         return isinstance(obj, ForwarderRoute)
 
     async def dump(self) -> list[ForwarderRoute]:
+        """The forwarder's table; entries unchanged since the last dump are not parsed again (a
+        periodic reconcile at 60 000 peers then costs the JSON, not 60 000 address parses)."""
         reply = await control.request(self.control_path, "routes")
-        return [intern(ForwarderRoute(IPv4Network(subnet), IPv4Address(peer)))
-                for subnet, peer in reply["routes"].items()]
+        last, parsed = self._parsed, {}
+        for item in reply["routes"].items():
+            route = last.get(item)
+            parsed[item] = route if route is not None else intern(ForwarderRoute(IPv4Network(item[0]),
+                                                                                 IPv4Address(item[1])))
+        self._parsed = parsed
+        return list(parsed.values())
 
     async def apply(self, to_set: list[Any], to_delete: list[Any]) -> int:
         """One ``update`` request: the forwarder rebuilds its table once and uses it from the next packet."""
