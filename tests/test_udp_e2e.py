@@ -205,6 +205,7 @@ def test_option_and_start_errors_are_one_line(lab):
         holder.wait()
     log = open(n1.log).read()
     assert f"overlay-core: error: udp: cannot bind UDP {n1.ip}:8285: Address already in use" in log, log[-2000:]
+    assert "flannel0" not in ip("link", ns=n1.ns)  # refused before the TUN was made
     assert "Traceback" not in log
 
 

@@ -319,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 except control.ControlError:
                     os.unlink(args.control)  # left by a killed forwarder
             routes, counters = initial_routes(args), None
+            sock = open_socket(args.bind, args.port, args.bufsize)  # first: a taken port leaves no TUN behind
             tun = tunlib.open_tun(args.tun)
-            sock = open_socket(args.bind, args.port, args.bufsize)
         fwd = Forwarder(args, tun, sock, routes, counters)
         if taken:  # the device is configured already: forward first, the gap is what the peers notice
             fwd.start()
