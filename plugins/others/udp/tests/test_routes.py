@@ -38,3 +38,16 @@ def test_mixed_prefix_lengths_are_refused():
         RouteTable({IPv4Network("10.5.2.0/24"): IPv4Address("192.0.2.2"),
                     IPv4Network("10.6.0.0/16"): IPv4Address("192.0.2.3")})
 
+
+
+def test_with_changes_deletes_then_sets_and_refuses_a_second_prefix_length():
+    t = RouteTable({IPv4Network("10.5.2.0/24"): IPv4Address("192.0.2.2"),
+                    IPv4Network("10.5.3.0/24"): IPv4Address("192.0.2.3")}, port=9000)
+    u = t.with_changes({"10.5.3.0/24": "192.0.2.9", IPv4Network("10.5.4.0/24"): "192.0.2.4"}, ["10.5.2.0/24"])
+    assert u.as_json() == {"10.5.3.0/24": "192.0.2.9", "10.5.4.0/24": "192.0.2.4"}
+    assert u.lookup(pkt("10.5.2.1")) is None and u.lookup(pkt("10.5.3.1")) == ("192.0.2.9", 9000)
+    assert u == RouteTable.from_json(u.as_json(), 9000) and len(t) == 2  # the old table is untouched
+    with pytest.raises(ValueError, match="one prefix length, got /16, /24"):
+        t.with_changes({"10.6.0.0/16": "192.0.2.6"})
+    emptied = t.with_changes(deletes=["10.5.2.0/24", "10.5.3.0/24"])
+    assert len(emptied) == 0 and emptied.with_changes({"10.6.0.0/16": "192.0.2.6"}).prefixlen == 16

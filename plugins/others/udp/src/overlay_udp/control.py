@@ -6,6 +6,8 @@ Requests (one JSON object per line, one reply line each, ``{"ok": true, ...}`` o
 - ``{"op": "ping"}``: pid, path ("fast"/"batch"), number of routes;
 - ``{"op": "set", "subnet": "10.5.2.0/24", "peer": "192.0.2.2"}``: add or change a route;
 - ``{"op": "delete", "subnet": "10.5.2.0/24"}``;
+- ``{"op": "update", "set": {"10.5.2.0/24": "192.0.2.2"}, "delete": ["10.5.3.0/24"]}``: several
+  changes applied at once (one table rebuild: what an agent sends);
 - ``{"op": "replace", "routes": {"10.5.2.0/24": "192.0.2.2", ...}}``: the whole table;
 - ``{"op": "routes"}``: the table;
 - ``{"op": "counters"}``: per-peer and global counters, socket and TUN queue drops;
@@ -24,7 +26,7 @@ import json
 import socket
 from typing import Any
 
-MAX_LINE = 1 << 20
+MAX_LINE = 1 << 23  # a whole table: 65 536 routes (a /8 of /24s) are about 2.6 MB of JSON
 
 
 class ControlError(RuntimeError):

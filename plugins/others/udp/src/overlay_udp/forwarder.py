@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import errno
 import json
 import logging
 import os
@@ -120,9 +121,15 @@ class Forwarder:
     def _run(self) -> None:
         try:
             self.datapath.run()
+        except OSError as e:
+            if e.errno != errno.EBADFD:
+                log.exception("packet loop failed")
+            else:  # someone deleted the device under us (ip link del flannel0)
+                log.error("%s was deleted; exiting so that the next forwarder creates it again", self.tun.name)
+            os._exit(1)  # the supervisor restarts us; a forwarder that does not forward must not look alive
         except BaseException:
             log.exception("packet loop failed")
-            os._exit(1)  # the supervisor restarts us; a forwarder that does not forward must not look alive
+            os._exit(1)
 
     def start(self) -> None:
         self.thread.start()
@@ -159,6 +166,8 @@ class Forwarder:
                 self._replace(routes.with_route(IPv4Network(req["subnet"]), IPv4Address(req["peer"])))
             elif op == "delete":
                 self._replace(routes.without_route(IPv4Network(req["subnet"])))
+            elif op == "update":  # several changes at once, atomically: one new table
+                self._replace(routes.with_changes(req.get("set", {}), req.get("delete", [])))
             elif op == "replace":
                 self._replace(RouteTable.from_json(req["routes"], self.args.port))
             else:
@@ -310,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 except control.ControlError:
                     os.unlink(args.control)  # left by a killed forwarder
             routes, counters = initial_routes(args), None
+            sock = open_socket(args.bind, args.port, args.bufsize)  # first: a taken port leaves no TUN behind
             tun = tunlib.open_tun(args.tun)
-            sock = open_socket(args.bind, args.port, args.bufsize)
         fwd = Forwarder(args, tun, sock, routes, counters)
         if taken:  # the device is configured already: forward first, the gap is what the peers notice
             fwd.start()

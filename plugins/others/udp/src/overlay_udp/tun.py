@@ -94,7 +94,7 @@ def configure(name: str, address: IPv4Address, mtu: int, network: IPv4Network) -
             pass
     _ip("addr", "replace", f"{address}/32", "dev", name)
     _ip("link", "set", "dev", name, "mtu", str(mtu), "up")
-    _ip("route", "replace", str(network), "dev", name)
+    _ip("route", "replace", str(network), "dev", name, "scope", "global")  # Flannel's scope (universe)
 
 
 def remove(name: str) -> None:
