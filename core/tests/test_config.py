@@ -101,7 +101,7 @@ def test_shown_config_hides_credentials_of_the_backend():
            '"accessKeySecret": "s3cret", "PSK": "psk-value", "RouteTableLimit": 50}}')
     shown = parse_config(raw).shown()
     assert "AKIDx" not in shown and "s3cret" not in shown and "psk-value" not in shown
-    assert '"RouteTableLimit": 50' in shown and '"Type": "tencent-vpc"' in shown and "10.5.0.0/16" in shown
+    assert '"RouteTableLimit":50' in shown and '"Type":"tencent-vpc"' in shown and "10.5.0.0/16" in shown
 
 
 def test_config_for_log_hides_backend_secrets():

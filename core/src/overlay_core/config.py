@@ -106,7 +106,7 @@ class NetworkConfig:
                 for name in backend:
                     if any(word in name.lower() for word in CREDENTIAL_WORDS):
                         backend[name] = "***"
-        return json.dumps(data)
+        return json.dumps(data, separators=(",", ":"))
 
     def same_network(self, other: NetworkConfig) -> bool:
         """True when both configs hand out the same subnets with the same backend."""

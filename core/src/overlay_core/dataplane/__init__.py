@@ -3,6 +3,6 @@ reconcile target, and devices through ``Links`` (no pyroute2 object reaches a ba
 
 from .kernel import Kernel
 from .links import LinkInfo, Links
-from .objects import FdbEntry, Neighbour, Route, Scope
+from .objects import FdbEntry, Neighbour, Route, Scope, intern
 
-__all__ = ["FdbEntry", "Kernel", "LinkInfo", "Links", "Neighbour", "Route", "Scope"]
+__all__ = ["FdbEntry", "Kernel", "LinkInfo", "Links", "Neighbour", "Route", "Scope", "intern"]

@@ -117,6 +117,26 @@ class Links:
 
         return await self.netlink.call(run)
 
+    async def ensure_route(self, index: int, dst) -> bool:
+        """A plain route ``dst dev <index>`` in the main table (scope universe, as Flannel's
+        ``<Network> dev flannel0``) unless one is there; True if it was added."""
+
+        def run(ipr) -> bool:
+            family = 2 if dst.version == 4 else 10
+            for route in ipr.get_routes(family=family, table=254, oif=index):
+                if route.get_attr("RTA_DST") == str(dst.network_address) and route["dst_len"] == dst.prefixlen:
+                    return False
+            ipr.route("replace", dst=str(dst), oif=index, family=family)
+            return True
+
+        return await self.netlink.call(run)
+
+    def disown(self, role: str) -> None:
+        """The device playing ``role`` is gone (for now): stop watching its old index."""
+        old = self._roles.pop(role, None)
+        if old is not None:
+            self.owned.discard(old)
+
     def own(self, role: str, index: int) -> bool:
         """Record ``index`` as the device playing ``role`` (e.g. ``vxlan-v4``); True when it is
         new or replaced one (worth logging)."""

@@ -20,11 +20,8 @@ from functools import partial
 from pathlib import Path
 
 import trio
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, hookimpl
-from overlay_core.backend import PeerStatus
-from overlay_core.dataplane.kernel import configure_device
-from overlay_core.dataplane.objects import Route
-from overlay_core.kernel_backend import PeerPlan
+from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, PeerStatus, hookimpl
+from overlay_core.dataplane import Route
 from overlay_core.reconcile import Target
 from overlay_core.retry import OutageLog
 from overlay_core.services import Helper, ProcessSpec
@@ -141,20 +138,15 @@ class IpsecBackend(KernelBackend):
         address = ipaddress.ip_interface(f"{lease.subnet.network_address}/32")
         network = self.node.config.network
 
-        def run(ipr) -> int | None:
-            found = ipr.link_lookup(ifname=TUN_DEVICE)
-            if not found:
-                return None
-            configure_device(ipr, found[0], [address], [network])
-            return found[0]
-
-        index = await self.node.netlink.call(run)
-        if index != self.tun_index:
-            if self.tun_index is not None:
-                self.node.owned_links.discard(self.tun_index)
-            if index is not None:
-                self.node.owned_links.add(index)
-            self.tun_index = index
+        links = self.services.links
+        info = await links.get(TUN_DEVICE)
+        if info is None:
+            links.disown(TUN_DEVICE)
+            self.tun_index = None
+            return
+        await links.configure(info.index, [address], [network])
+        links.own(TUN_DEVICE, info.index)
+        self.tun_index = info.index
 
     async def converge(self, peers) -> tuple[int, int]:
         """The full reconcile; while charon does not answer, one warning line every 30 s (the

@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import trio
-from overlay_core import ConfigError, LeaseRequest, OverlayError, hookimpl
-from overlay_core.backend import PeerStatus
-from overlay_core.dataplane.kernel import configure_device
-from overlay_core.dataplane.objects import intern
-from overlay_core.kernel_backend import PeerPlan, ReconcilingBackend
+from overlay_core import ConfigError, LeaseRequest, OverlayError, PeerPlan, PeerStatus, ReconcilingBackend, hookimpl
+from overlay_core.dataplane import intern
 from overlay_core.options import option, read_options
 from overlay_core.retry import Backoff
 from overlay_core.services import ProcessSpec
@@ -224,26 +221,16 @@ class UdpBackend(ReconcilingBackend):
             return
         address = ipaddress.ip_interface(f"{lease.subnet.network_address}/32")
 
-        def run(ipr) -> tuple[int | None, bool]:
-            found = ipr.link_lookup(ifname=TUN)
-            if not found:
-                return None, False
-            index = found[0]
-            changed = configure_device(ipr, index, [address], [network], self.mtu)
-            routes = ipr.get_routes(family=2, table=254, oif=index)  # a dst= filter would be a lookup
-            if not any(r.get_attr("RTA_DST") == str(network.network_address) and r["dst_len"] == network.prefixlen
-                       for r in routes):
-                ipr.route("replace", dst=str(network), oif=index)  # scope universe, as Flannel's
-                changed = True
-            return index, changed
-
-        index, changed = await self.node.netlink.call(run)
-        if index != self.tun_index:
-            if self.tun_index is not None:
-                self.node.owned_links.discard(self.tun_index)
-            if index is not None:
-                self.node.owned_links.add(index)
-            self.tun_index = index
+        links = self.services.links
+        info = await links.get(TUN)
+        index, changed = (None, False) if info is None else (info.index, False)
+        if info is None:
+            links.disown(TUN)
+        else:
+            changed = await links.configure(info.index, [address], [network], self.mtu)
+            changed = await links.ensure_route(info.index, network) or changed
+            links.own(TUN, info.index)
+        self.tun_index = index
         if index is None:
             LOGGER.warning("%s is missing; the forwarder re-creates it when it restarts", TUN)
         elif changed:
