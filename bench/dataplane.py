@@ -82,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backends", default="vxlan,host-gw,ipip")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--result", default="dataplane", help="name of the JSON file in bench/results")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="ovl-bench-lab-")
     rows, results = [], []
@@ -114,7 +115,7 @@ def main() -> None:
     print(f"pod->pod TCP throughput, Mbit/s, median of {args.runs} x 3 s iperf3 runs")
     print(table(rows, ["backend", "overlay agent", "by hand (Flannel's config)", "underlay node->node",
                        "agent/hand", "agent/underlay"]))
-    path = write_result("dataplane", {"runs": args.runs, "results": results,
+    path = write_result(args.result, {"runs": args.runs, "results": results,
                                       "targets": "agent >= 0.95 x by hand; host-gw >= 0.95 x underlay"})
     print(f"wrote {path}")
 

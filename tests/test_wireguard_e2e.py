@@ -32,7 +32,7 @@ def pings_ok(lab) -> dict:
         matrices.append(ping_matrix(lab, count=2))
         return all(sent == got > 0 for sent, got in matrices[-1].values())
 
-    wait_until(all_answer, timeout=30, what="every pod answering every other")
+    wait_until(all_answer, timeout=60, what="every pod answering every other")
     return matrices[-1]
 
 
