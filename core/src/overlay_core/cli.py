@@ -292,9 +292,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\nsee: {self.prog} --help\n")
 
 
-def build_parser(manager=None) -> argparse.ArgumentParser:
+def build_parser(manager=None, plugin_commands: bool = True) -> argparse.ArgumentParser:
     """The command line: built-in commands plus those plugins add (``overlay_register_commands``;
-    the lab is one). ``manager`` defaults to one holding the built-in and installed plugins."""
+    the lab is one). ``manager`` defaults to one holding the built-in and installed plugins.
+    ``plugin_commands=False`` (``run``) skips loading plugins: the agent starts faster."""
     parser = _Parser(prog="overlay-core", allow_abbrev=False, description="Flannel-compatible overlay network agent")
     parser.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -316,6 +317,8 @@ def build_parser(manager=None) -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_config_check, parser=check)
 
+    if not plugin_commands:
+        return parser
     if manager is None:
         from .lab import cli as lab_commands
         from .plugins import PluginManager
@@ -345,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = ["run"]  # flanneld configured by its environment alone
     if args and args[0].startswith("-") and args[0] not in ("-h", "--help", "--version", "-version"):
         args.insert(0, "run")  # flanneld-style invocation: flags only
-    parser = build_parser()
+    parser = build_parser(plugin_commands=not args or args[0] != "run")
     ns, extra = parser.parse_known_args(args)
     if extra:  # reported by the command's own parser, so its --help is the one pointed to
         getattr(ns, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
