@@ -28,7 +28,7 @@ from overlay_core.services import Helper, ProcessSpec
 
 from .calc import KERNEL, LEASE_TYPE, LIBIPSEC, ConnSpec, node_objects, plan_peer
 from .charon import CharonPaths, charon_argv, choose_mode, find_charon, vici_ready, write_config
-from .options import IpsecOptions, parse_options
+from .options import KEYS, IpsecOptions, parse_options
 from .target import CharonTarget, XfrmPolicyTarget
 from .vici_client import ViciClient, ViciError
 
@@ -44,6 +44,7 @@ class IpsecBackend(KernelBackend):
     """``Backend.Type`` ``ipsec``: per peer a charon connection (and policies or a fail-closed route)."""
 
     type = "ipsec"
+    option_names = KEYS  # core checks the keys (misspelt ones refused with a suggestion)
 
     @classmethod
     def parse_options(cls, config) -> IpsecOptions:

@@ -9,11 +9,11 @@ depends on the crypto plugins the installed charon loads.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 
 from overlay_core import ConfigError, NetworkConfig
+from overlay_core.errors import did_you_mean
 from overlay_core.options import option, read_options
 from overlay_core.services import Secret
 
@@ -68,8 +68,7 @@ def parse_options(config: NetworkConfig) -> IpsecOptions:
     known = {key.lower(): key for key in KEYS}
     for key in (str(k).lower() for k in config.backend if str(k).lower() != "type"):
         if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean '{known[close[0]]}'?)" if close else ""
+            hint = did_you_mean(key, list(KEYS))
             raise ConfigError(f"{BACKEND}: unknown option '{key}'{hint}")
     options = read_options(IpsecOptions, config, backend=BACKEND)
     if options.psk is None:

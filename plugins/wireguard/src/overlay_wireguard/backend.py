@@ -36,7 +36,7 @@ from .calc import (
     plan_peer,
 )
 from .keys import KeyPair, key_file_path, load_or_create
-from .options import WgOptions, device_mtu, parse_options
+from .options import OPTIONS, WgOptions, device_mtu, parse_options
 from .peer import DeviceConfig, WgPeer
 from .status import PeerReport, peer_report
 from .target import WireguardDeviceTarget
@@ -61,6 +61,7 @@ def socket_dir(state_dir: Path) -> Path:
 
 class WireguardBackend(KernelBackend):
     type = BACKEND_TYPE
+    option_names = tuple(o.name for o in OPTIONS)  # core checks the keys (misspelt ones refused with a suggestion)
 
     @classmethod
     def parse_options(cls, config) -> WgOptions:

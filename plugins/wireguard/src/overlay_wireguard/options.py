@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from overlay_core import ConfigError, NetworkConfig
+from overlay_core.errors import did_you_mean
 from overlay_core.services import Secret
 
 BACKEND = "wireguard"
@@ -95,9 +95,7 @@ def read_table(backend: Mapping[str, Any]) -> dict[str, Any]:
     """Check a ``Backend`` object (keys lower-cased) against ``OPTIONS``; the values by field."""
     for key in backend:
         if key not in KNOWN:
-            names = {o.name.lower(): o.name for o in OPTIONS}
-            near = difflib.get_close_matches(key, list(names), n=1)
-            hint = f" (did you mean {names[near[0]]!r}?)" if near else ""
+            hint = did_you_mean(key, [o.name for o in OPTIONS])
             raise ConfigError(f"{BACKEND}: unknown option {key!r}{hint}")
     return {o.field: _convert(o, backend[o.name.lower()]) for o in OPTIONS if o.name.lower() in backend}
 

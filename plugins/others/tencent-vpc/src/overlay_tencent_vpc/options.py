@@ -11,13 +11,13 @@ Keys match case-insensitively, as Flannel's JSON decoding does.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from overlay_core import ConfigError
+from overlay_core.errors import did_you_mean
 from overlay_core.services import Secret
 
 BACKEND = "tencent-vpc"
@@ -110,8 +110,7 @@ def _read_table(config: Mapping[str, Any]) -> dict[str, Any]:
             continue
         option = by_lower.get(key.lower())
         if option is None:
-            close = difflib.get_close_matches(key.lower(), list(by_lower), n=1)
-            hint = f" (did you mean '{by_lower[close[0]].name}'?)" if close else ""
+            hint = did_you_mean(key, [o.name for o in OPTIONS])
             raise ConfigError(f"{BACKEND}: unknown option '{key}'{hint}")
         try:
             values[option.field] = option.check(raw)
