@@ -5,7 +5,7 @@ The backend author's API is what this package exports, plus the public modules l
 """
 
 from ._version import __version__
-from .backend import Backend, ExternalInterface, LeaseRequest, Node, PeerStatus
+from .backend import Backend, Capabilities, ExternalInterface, LeaseRequest, Node, PeerStatus
 from .config import NetworkConfig, parse_config
 from .errors import (
     BackendNotFoundError,
@@ -29,6 +29,7 @@ PUBLIC_MODULES = (
 
 __all__ = [
     "Backend",
+    "Capabilities",
     "BackendNotFoundError",
     "ConfigError",
     "ExternalInterface",

@@ -62,6 +62,38 @@ class PeerStatus:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+#: Kernel features a backend can need; ``overlay-core doctor`` checks them and the conformance kit
+#: skips (with the reason) what the running kernel lacks.
+KERNEL_FEATURES = ("vxlan", "ipip", "wireguard", "esp", "tun")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do and needs, declared on its class for tools (``doctor``, the
+    conformance kit) that must adapt to it without running it.
+
+    ``kernel_features``: features from ``KERNEL_FEATURES`` the data plane cannot run without
+    (``kernel_features_any``: at least one of these, e.g. WireGuard's module or TUN for
+    wireguard-go). ``moves_packets`` is False for a backend that only allocates subnets.
+    ``survives_restart`` is False for a data path that stops with the agent; ``restart_note``
+    then says why (the kit reports it as the documented exemption).
+    """
+
+    ipv6: bool = False
+    encrypted: bool = False
+    userspace_datapath: bool = False
+    moves_packets: bool = True
+    kernel_features: tuple[str, ...] = ()
+    kernel_features_any: tuple[str, ...] = ()
+    survives_restart: bool = True
+    restart_note: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.kernel_features + self.kernel_features_any) - set(KERNEL_FEATURES)
+        if unknown:
+            raise ValueError(f"unknown kernel features {sorted(unknown)}; known: {', '.join(KERNEL_FEATURES)}")
+
+
 @dataclass
 class Node:
     """This node as the hooks see it. ``lease`` is None until the lease is acquired."""
@@ -89,6 +121,8 @@ class Backend:
     #: The ``Backend`` keys this backend understands besides ``Type`` (any case). The agent and
     #: ``config check`` refuse other keys with a suggestion. None: not declared, keys unchecked.
     option_names: ClassVar[tuple[str, ...] | None] = None
+    #: What tools may assume about this backend (see ``Capabilities``).
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, node: Node, services: Services | None = None) -> None:
         self.node = node

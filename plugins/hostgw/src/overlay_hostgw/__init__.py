@@ -7,13 +7,14 @@ reason, and counted in ``/readyz`` (``unreachable_peers``) and ``lab status``.
 
 from __future__ import annotations
 
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
+from overlay_core import Capabilities, ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
 
 __version__ = "0.1.0"
 
 
 class HostGwBackend(KernelBackend):
     type = "host-gw"
+    capabilities = Capabilities(ipv6=True)
     option_names = ()
 
     @hookimpl

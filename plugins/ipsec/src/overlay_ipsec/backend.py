@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import trio
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, PeerStatus, hookimpl
+from overlay_core import Capabilities, ConfigError, KernelBackend, LeaseRequest, PeerPlan, PeerStatus, hookimpl
 from overlay_core.dataplane import Route
 from overlay_core.reconcile import Target
 from overlay_core.retry import OutageLog
@@ -44,6 +44,7 @@ class IpsecBackend(KernelBackend):
     """``Backend.Type`` ``ipsec``: per peer a charon connection (and policies or a fail-closed route)."""
 
     type = "ipsec"
+    capabilities = Capabilities(encrypted=True, kernel_features_any=("esp", "tun"))
     option_names = KEYS  # core checks the keys (misspelt ones refused with a suggestion)
 
     @classmethod

@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import re
 
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
+from overlay_core import Capabilities, ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
 from overlay_core.dataplane import FdbEntry, Neighbour, Route
 
 from . import device
@@ -27,6 +27,7 @@ def vtep_mac(data) -> str | None:
 
 class VxlanBackend(KernelBackend):
     type = "vxlan"
+    capabilities = Capabilities(ipv6=True, kernel_features=("vxlan",))
     option_names = OPTION_NAMES
 
     @classmethod

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import trio
-from overlay_core import KernelBackend, LeaseRequest, OverlayError, PeerPlan, PeerStatus, hookimpl
+from overlay_core import Capabilities, KernelBackend, LeaseRequest, OverlayError, PeerPlan, PeerStatus, hookimpl
 from overlay_core.dataplane import Route
 from overlay_core.services import Helper, ProcessSpec
 
@@ -61,6 +61,7 @@ def socket_dir(state_dir: Path) -> Path:
 
 class WireguardBackend(KernelBackend):
     type = BACKEND_TYPE
+    capabilities = Capabilities(ipv6=True, encrypted=True, kernel_features_any=("wireguard", "tun"))
     option_names = tuple(o.name for o in OPTIONS)  # core checks the keys (misspelt ones refused with a suggestion)
 
     @classmethod

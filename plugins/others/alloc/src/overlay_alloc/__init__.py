@@ -7,13 +7,14 @@ Flannel's, its lease carries no ``BackendType``, so Flannel alloc nodes and thes
 
 from __future__ import annotations
 
-from overlay_core import Backend, LeaseRequest, hookimpl
+from overlay_core import Backend, Capabilities, LeaseRequest, hookimpl
 
 __version__ = "0.1.0"
 
 
 class AllocBackend(Backend):
     type = "alloc"
+    capabilities = Capabilities(moves_packets=False)
     option_names = ()
     lease_type = ""
 

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from overlay_core import ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
+from overlay_core import Capabilities, ConfigError, KernelBackend, LeaseRequest, PeerPlan, direct_plan, hookimpl
 from overlay_core.dataplane import LinkInfo, Route
 
 __version__ = "0.1.0"
@@ -52,6 +52,7 @@ def create_attrs(spec: TunnelSpec) -> dict:
 
 class IpipBackend(KernelBackend):
     type = "ipip"
+    capabilities = Capabilities(kernel_features=("ipip",))
     option_names = ("DirectRouting",)
 
     @classmethod

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import trio
-from overlay_core import ConfigError, LeaseRequest, OverlayError, PeerPlan, PeerStatus, ReconcilingBackend, hookimpl
+from overlay_core import (
+    Capabilities,
+    ConfigError,
+    LeaseRequest,
+    OverlayError,
+    PeerPlan,
+    PeerStatus,
+    ReconcilingBackend,
+    hookimpl,
+)
 from overlay_core.dataplane import intern
 from overlay_core.options import option, read_options
 from overlay_core.retry import Backoff
@@ -123,6 +132,7 @@ class ForwarderRoutes:
 
 class UdpBackend(ReconcilingBackend):
     type = "udp"
+    capabilities = Capabilities(userspace_datapath=True, kernel_features=("tun",))
     lease_type = ""  # as Flannel: the lease carries PublicIP only, no BackendType
     option_names = ("Port",)
 
