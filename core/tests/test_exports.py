@@ -11,7 +11,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def test_public_api_is_pinned():
     assert overlay_core.__all__ == [
-        "Backend", "BackendNotFoundError", "ConfigError", "ExternalInterface", "InterfaceError",
+        "Backend", "BackendNotFoundError", "Capabilities", "ConfigError", "ExternalInterface", "InterfaceError",
         "KernelBackend", "KernelFeatureMissingError", "Lease", "LeaseAttrs", "LeaseRequest", "NetworkConfig", "Node",
         "OverlayError", "PUBLIC_MODULES", "PeerPlan", "PeerStatus", "ReconcilingBackend", "StoreError",
         "SubnetsExhaustedError", "__version__", "direct_plan", "hookimpl", "lease_from_kv", "make_subnet_key",
