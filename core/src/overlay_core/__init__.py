@@ -29,8 +29,8 @@ PUBLIC_MODULES = (
 
 __all__ = [
     "Backend",
-    "Capabilities",
     "BackendNotFoundError",
+    "Capabilities",
     "ConfigError",
     "ExternalInterface",
     "InterfaceError",
