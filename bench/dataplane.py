@@ -20,9 +20,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median, table, write_result  # noqa: E402
-from overlay_core.lab.lab import Lab  # noqa: E402
-from overlay_core.lab.netns import ip, kernel_supports  # noqa: E402
-from overlay_core.lab.traffic import add_pods, iperf, pods_of  # noqa: E402
+from overlay_core.testing.netns import ip, kernel_supports  # noqa: E402
+from overlay_lab.lab import Lab  # noqa: E402
+from overlay_lab.traffic import add_pods, iperf, pods_of  # noqa: E402
 
 MTU = {"vxlan": 1450, "host-gw": 1500, "ipip": 1480}
 

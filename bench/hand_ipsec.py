@@ -16,9 +16,9 @@ import signal
 import subprocess
 import time
 
-from overlay_core.lab.lab import Lab
-from overlay_core.lab.netns import ip
+from overlay_core.testing.netns import ip
 from overlay_ipsec.charon import find_charon, vici_answers
+from overlay_lab.lab import Lab
 
 STRONGSWAN_CONF = """charon {{
     install_routes = yes

@@ -7,7 +7,7 @@ see bench/tencent_bench.py for API calls and time to route)."""
 
 from __future__ import annotations
 
-from overlay_core.lab.netns import ip
+from overlay_core.testing.netns import ip
 from overlay_tencent_vpc.lab import router_ns
 
 

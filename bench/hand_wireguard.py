@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import trio
-from overlay_core.lab.netns import ip
+from overlay_core.testing.netns import ip
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.userspace import WireguardGo
 

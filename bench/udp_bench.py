@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from overlay_core.lab.netns import add_namespace, delete_namespace, ip, nsexec
+from overlay_core.testing.netns import add_namespace, delete_namespace, ip, nsexec
 from overlay_udp import control
 
 PA, NA, NB, PB = (f"udt-bench-{n}" for n in ("pa", "na", "nb", "pb"))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import trio
 from overlay_core import Lease, LeaseAttrs
-from overlay_core.lab.traffic import iperf
+from overlay_lab.traffic import iperf
 from overlay_wireguard.calc import desired_peers
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.options import WgOptions

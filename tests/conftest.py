@@ -10,8 +10,8 @@ import os
 import re
 
 import pytest
-from overlay_core.lab.lab import Lab
-from overlay_core.lab.netns import delete_namespace, list_namespaces
+from overlay_core.testing.netns import delete_namespace, list_namespaces
+from overlay_lab.lab import Lab
 
 _counter = itertools.count()
 _TEST_LAB = re.compile(r"ovl-t(\d+)x\d+-")

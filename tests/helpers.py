@@ -5,9 +5,9 @@ import json
 import subprocess
 import time
 
-from overlay_core.lab.lab import HEALTH_PORT, PREFIX
-from overlay_core.lab.netns import http_get, ip, kernel_supports, nsexec  # noqa: F401 (re-exported for tests)
-from overlay_core.lab.traffic import add_pods, ping_matrix
+from overlay_core.testing.netns import http_get, ip, kernel_supports, nsexec  # noqa: F401 (re-exported for tests)
+from overlay_lab.lab import HEALTH_PORT, PREFIX
+from overlay_lab.traffic import add_pods, ping_matrix
 
 
 def wait_until(predicate, timeout=20.0, what="condition"):

@@ -6,9 +6,9 @@ import shutil
 import signal
 
 import pytest
-from overlay_core.lab.lab import HEALTH_PORT, PREFIX
-from overlay_core.lab.netns import http_get, list_namespaces, nsexec
 from overlay_core.lease_keeper import EXHAUSTED_RETRY
+from overlay_core.testing.netns import http_get, list_namespaces, nsexec
+from overlay_lab.lab import HEALTH_PORT, PREFIX
 
 from .helpers import ip, wait_until
 

@@ -13,9 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from overlay_core.lab.lab import PREFIX
-from overlay_core.lab.netns import NetnsError
-from overlay_core.lab.traffic import BackgroundPing, add_pods, iperf, pods_of, remove_pods
+from overlay_core.testing.netns import NetnsError
+from overlay_lab.lab import PREFIX
+from overlay_lab.traffic import BackgroundPing, add_pods, iperf, pods_of, remove_pods
 
 from .helpers import (
     all_pings_ok,

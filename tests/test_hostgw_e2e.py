@@ -1,7 +1,7 @@
 """host-gw specifics end to end: routes via peers, and peers that are not adjacent."""
 
 import pytest
-from overlay_core.lab.netns import ip
+from overlay_core.testing.netns import ip
 
 from .helpers import up_with_pods
 

@@ -2,7 +2,7 @@
 test_routing_backends_e2e.py and runs wherever the kernel has the ipip module."""
 
 import pytest
-from overlay_core.lab.lab import PREFIX
+from overlay_lab.lab import PREFIX
 
 from .helpers import kernel_supports
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from overlay_core.lab.lab import HEALTH_PORT, PREFIX
-from overlay_core.lab.netns import http_get, ip
-from overlay_core.lab.traffic import pods_of
+from overlay_core.testing.netns import http_get, ip
 from overlay_ipsec.charon import kernel_has_esp, vici_session
+from overlay_lab.lab import HEALTH_PORT, PREFIX
+from overlay_lab.traffic import pods_of
 
 from .helpers import all_pings_ok, up_with_pods, wait_until
 
@@ -147,7 +147,7 @@ def test_child_sa_terminated_by_hand_and_charon_killed_come_back(lab):
 
 
 def _matrix(lab):
-    from overlay_core.lab.traffic import ping_matrix
+    from overlay_lab.traffic import ping_matrix
 
     return ping_matrix(lab, count=2)
 

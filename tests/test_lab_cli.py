@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from overlay_core.errors import OverlayError
-from overlay_core.lab.netns import list_namespaces
+from overlay_core.testing.netns import list_namespaces
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 

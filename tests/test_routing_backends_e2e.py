@@ -6,8 +6,8 @@ import subprocess
 import time
 
 import pytest
-from overlay_core.lab.netns import ip
-from overlay_core.lab.traffic import pods_of
+from overlay_core.testing.netns import ip
+from overlay_lab.traffic import pods_of
 
 from .helpers import all_pings_ok, kernel_supports, lease_revisions, owned_routes, up_with_pods, wait_until
 

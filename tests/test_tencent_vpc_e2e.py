@@ -7,9 +7,9 @@ import json
 import os
 
 import pytest
-from overlay_core.lab.lab import HEALTH_PORT, PREFIX
-from overlay_core.lab.netns import http_get
-from overlay_core.lab.traffic import ping, pods_of
+from overlay_core.testing.netns import http_get
+from overlay_lab.lab import HEALTH_PORT, PREFIX
+from overlay_lab.traffic import ping, pods_of
 from overlay_tencent_vpc.lab import CLOUD, console, router_routes
 
 from .helpers import all_pings_ok, ip, up_with_pods, wait_until

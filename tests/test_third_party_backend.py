@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from overlay_core.lab.lab import PREFIX, Lab
+from overlay_lab.lab import PREFIX, Lab
 
 DEMO = os.path.join(os.path.dirname(__file__), "thirdparty", "overlay-demo")
 

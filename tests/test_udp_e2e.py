@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from overlay_core.lab.lab import PREFIX
-from overlay_core.lab.netns import http_get, ip, nsexec
-from overlay_core.lab.traffic import bandwidth, pods_of
+from overlay_core.testing.netns import http_get, ip, nsexec
+from overlay_lab.lab import PREFIX
+from overlay_lab.traffic import bandwidth, pods_of
 from overlay_udp import control
 
 from .helpers import all_pings_ok, up_with_pods, wait_until

@@ -4,8 +4,8 @@ import subprocess
 import time
 
 import pytest
-from overlay_core.lab.lab import PREFIX
-from overlay_core.lab.netns import ip
+from overlay_core.testing.netns import ip
+from overlay_lab.lab import PREFIX
 
 from .helpers import all_pings_ok, up_with_pods, wait_until
 

@@ -9,9 +9,9 @@ import subprocess
 import time
 
 import pytest
-from overlay_core.lab.lab import HEALTH_PORT, PREFIX
-from overlay_core.lab.netns import http_get, ip
-from overlay_core.lab.traffic import ping, ping_matrix, pods_of
+from overlay_core.testing.netns import http_get, ip
+from overlay_lab.lab import HEALTH_PORT, PREFIX
+from overlay_lab.traffic import ping, ping_matrix, pods_of
 from overlay_wireguard.keys import KeyPair, public_key_of
 
 from .helpers import lease_revisions, up_with_pods, wait_until

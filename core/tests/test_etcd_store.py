@@ -71,7 +71,7 @@ async def test_watch_streams_then_reports_compaction(store, etcd_prefix):
 
 
 async def test_unreachable_endpoint_is_a_clear_error():
-    from overlay_core.lab.etcdserver import free_port
+    from overlay_core.testing.etcdserver import free_port
 
     store = EtcdStore(EtcdOptions(endpoints=(f"http://127.0.0.1:{free_port()}",), timeout=1))
     with trio.fail_after(10), pytest.raises(StoreUnavailable, match="is not usable"):
@@ -90,7 +90,7 @@ def test_missing_tls_file_is_a_one_line_error(tmp_path):
 
 
 async def test_fail_over_to_a_live_endpoint(shared_etcd):
-    from overlay_core.lab.etcdserver import free_port
+    from overlay_core.testing.etcdserver import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     store = EtcdStore(EtcdOptions(endpoints=(dead, shared_etcd.url), timeout=1))

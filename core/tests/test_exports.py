@@ -33,7 +33,9 @@ def imported_modules(path: pathlib.Path):
 
 def test_plugins_import_only_the_public_api():
     offenders = []
-    for path in sorted((REPO / "plugins").rglob("src/**/*.py")) + sorted((REPO / "tests/thirdparty").rglob("*.py")):
+    sources = [*(REPO / "plugins").rglob("src/**/*.py"), *(REPO / "tools").rglob("src/**/*.py"),
+               *(REPO / "tests/thirdparty").rglob("*.py")]
+    for path in sorted(sources):
         for module in imported_modules(path):
             if module.startswith("overlay_core.") and not module.startswith(overlay_core.PUBLIC_MODULES):
                 offenders.append(f"{path.relative_to(REPO)}: {module}")

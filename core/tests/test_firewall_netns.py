@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from overlay_core.lab.netns import add_namespace, delete_namespace, nsexec
+from overlay_core.testing.netns import add_namespace, delete_namespace, nsexec
 
 pytestmark = pytest.mark.netns
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from overlay_core.lab.netns import add_namespace, delete_namespace, ip
+from overlay_core.testing.netns import add_namespace, delete_namespace, ip
 
 pytestmark = pytest.mark.netns
 

@@ -22,9 +22,9 @@ from .plugins import hookimpl
 
 #: Modules a plugin may import besides ``overlay_core`` itself.
 PUBLIC_MODULES = (
-    "overlay_core.dataplane", "overlay_core.errors", "overlay_core.hookspecs", "overlay_core.lab",
+    "overlay_core.dataplane", "overlay_core.errors", "overlay_core.hookspecs",
     "overlay_core.metrics", "overlay_core.options", "overlay_core.reconcile", "overlay_core.retry",
-    "overlay_core.services", "overlay_core.testing",
+    "overlay_core.services", "overlay_core.subnetfile", "overlay_core.testing",
 )
 
 __all__ = [

@@ -294,7 +294,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(manager=None, plugin_commands: bool = True) -> argparse.ArgumentParser:
     """The command line: built-in commands plus those plugins add (``overlay_register_commands``;
-    the lab is one). ``manager`` defaults to one holding the built-in and installed plugins.
+    the lab, from overlay-lab, is one). ``manager`` defaults to one holding the built-in and installed plugins.
     ``plugin_commands=False`` (``run``) skips loading plugins: the agent starts faster."""
     parser = _Parser(prog="overlay-core", allow_abbrev=False, description="Flannel-compatible overlay network agent")
     parser.add_argument("--version", "-version", action="version", version=f"overlay-core {__version__}")
@@ -320,12 +320,11 @@ def build_parser(manager=None, plugin_commands: bool = True) -> argparse.Argumen
     if not plugin_commands:
         return parser
     if manager is None:
-        from .lab import cli as lab_commands
         from .plugins import PluginManager
 
         manager = PluginManager()
-        manager.register(lab_commands, name="builtin:lab")
         manager.load_observers()
+        manager.load_commands()
     manager.pm.hook.overlay_register_commands(subparsers=sub)
     return parser
 

@@ -29,6 +29,9 @@ LOGGER = logging.getLogger("overlay.plugins")
 
 BACKEND_GROUP = "overlay.backends"
 PLUGIN_GROUP = "overlay.plugins"
+#: Plugins that only add commands (``overlay_register_commands``): loaded by the command line,
+#: never by the agent, so a tool such as the lab costs a running node nothing.
+COMMAND_GROUP = "overlay.commands"
 
 hookimpl = pluggy.HookimplMarker("overlay")
 
@@ -146,10 +149,17 @@ class PluginManager:
 
     def load_observers(self) -> list[str]:
         """Register every plugin of ``overlay.plugins``; failing ones are logged and skipped."""
+        return self._load_group(PLUGIN_GROUP)
+
+    def load_commands(self) -> list[str]:
+        """Register every plugin of ``overlay.commands`` (the command line only)."""
+        return self._load_group(COMMAND_GROUP)
+
+    def _load_group(self, group: str) -> list[str]:
         loaded = []
-        for ep in metadata.entry_points(group=PLUGIN_GROUP):
+        for ep in metadata.entry_points(group=group):
             try:
-                self.register(ep.load(), name=f"{PLUGIN_GROUP}:{ep.name}")
+                self.register(ep.load(), name=f"{group}:{ep.name}")
             except Exception as exc:
                 LOGGER.warning("skipping plugin %s (%s): %s", ep.name, ep.value, exc)
                 continue

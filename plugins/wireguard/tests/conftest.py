@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from overlay_core.lab.netns import delete_namespace, list_namespaces
+from overlay_core.testing.netns import delete_namespace, list_namespaces
 from overlay_wireguard.testing import WgNet
 
 _counter = itertools.count()

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from ..lab.etcdserver import EtcdServer, free_port
+from .etcdserver import EtcdServer, free_port
 
 
 def pytest_collection_modifyitems(config, items):

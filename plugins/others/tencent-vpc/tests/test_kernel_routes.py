@@ -12,8 +12,8 @@ from ipaddress import IPv4Network
 
 import pytest
 import trio
-from overlay_core.lab.netns import add_namespace, delete_namespace, ip
 from overlay_core.reconcile import converge
+from overlay_core.testing.netns import add_namespace, delete_namespace, ip
 from overlay_tencent_vpc import VpcApi, parse_options
 from overlay_tencent_vpc.testing import FakeCloud, FakeVpcServer, KernelRoutes
 

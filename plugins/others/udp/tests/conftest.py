@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from overlay_core.lab.netns import add_namespace, delete_namespace, ip, list_namespaces, nsexec
+from overlay_core.testing.netns import add_namespace, delete_namespace, ip, list_namespaces, nsexec
 from overlay_udp import control
 
 NETWORK = "10.5.0.0/16"

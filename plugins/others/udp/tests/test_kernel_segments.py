@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from overlay_core.lab.netns import add_namespace, delete_namespace, ip, nsexec
+from overlay_core.testing.netns import add_namespace, delete_namespace, ip, nsexec
 from overlay_udp.packet import ACK, PSH, checksum, complete_checksum, decrement_ttl, join_tcp, segment_tcp
 
 pytestmark = pytest.mark.netns

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from overlay_core.lab.netns import nsexec
+from overlay_core.testing.netns import nsexec
 from overlay_udp import control
 from overlay_udp.packet import ip_header_ok, ones_sum, tcp_checksum_ok
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 from overlay_core import Lease, LeaseAttrs, lease_from_kv, make_subnet_key, reconcile
-from overlay_core.lab.netns import add_namespace, connect, delete_namespace, ip, nsexec
+from overlay_core.testing.netns import add_namespace, connect, delete_namespace, ip, nsexec
 
 from .calc import Local, desired_peers, device_layouts, devices, lease_data
 from .keys import KeyPair

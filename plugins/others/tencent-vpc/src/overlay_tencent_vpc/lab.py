@@ -22,8 +22,8 @@ import time
 from ipaddress import IPv4Address
 
 from overlay_core.errors import OverlayError
-from overlay_core.lab.lab import ROUTER_HOST, UNDERLAY
-from overlay_core.lab.netns import ip, nsexec
+from overlay_core.testing.netns import ip, nsexec
+from overlay_lab.lab import ROUTER_HOST, UNDERLAY
 
 from .testing import FakeCloud
 

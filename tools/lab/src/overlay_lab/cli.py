@@ -9,8 +9,8 @@ import shutil
 import sys
 import time
 
-from ..errors import OverlayError
-from ..plugins import hookimpl
+from overlay_core import hookimpl
+from overlay_core.errors import OverlayError
 
 COLUMNS = [("node", "NODE"), ("public_ip", "PUBLIC IP"), ("subnet", "SUBNET"),
            ("backend", "BACKEND"), ("peers", "PEERS"), ("modes", "PEER MODES"), ("states", "PEER STATES"),

@@ -19,9 +19,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
-from ..errors import OverlayError
-from .etcdserver import EtcdServer
-from .netns import (
+from overlay_core.errors import OverlayError
+from overlay_core.testing.etcdserver import EtcdServer
+from overlay_core.testing.netns import (
     NetnsError,
     add_namespace,
     connect,
@@ -31,6 +31,7 @@ from .netns import (
     list_namespaces,
     nsexec,
 )
+
 from .support import call, lab_support
 
 STATE_ROOT = "/run/overlay-lab"

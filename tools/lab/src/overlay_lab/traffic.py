@@ -17,8 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..subnetfile import read
-from .netns import add_namespace, delete_namespace, ip, nsexec
+from overlay_core.subnetfile import read
+from overlay_core.testing.netns import add_namespace, delete_namespace, ip, nsexec
 
 IPERF_SECONDS = 3
 _REPLY = re.compile(r"\[(\d+\.\d+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms")
