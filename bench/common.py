@@ -133,13 +133,19 @@ class Agent:
     log: str
 
     @classmethod
-    def start(cls, *extra: str) -> Agent:
+    def start(cls, *extra: str, source: str | None = None) -> Agent:
+        """Start an agent; ``source``: a checkout of another revision to run instead (its
+        ``core/src`` and ``plugins/vxlan/src`` go first on the path), for same-run comparisons.
+        Byte-code caching stays on, as in an installed package."""
         log = tempfile.mktemp(prefix="ovl-bench-agent-", suffix=".log")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        if source:
+            env["PYTHONPATH"] = f"{source}/core/src:{source}/plugins/vxlan/src"
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "overlay_core", "run", "--etcd-endpoints=http://127.0.0.1:2379",
              "--iface=eth0", f"--subnet-file={log}.env", f"--healthz-port={HEALTH}",
-             "--healthz-ip=127.0.0.1", *extra], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+             "--healthz-ip=127.0.0.1", *extra], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
         return cls(proc, started, log)
 
     def get(self, path: str) -> tuple[int, bytes]:

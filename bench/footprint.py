@@ -1,11 +1,13 @@
 """Benchmark 4, footprint: agent RSS with 0, 1000 and 10000 peers, its CPU over 60 s of idle
-(periodic reconcile and health included), and start-to-ready on an empty store.
+(periodic reconcile and health included), and start-to-ready on an empty store (with
+``--baseline DIR``, interleaved with the agent of another checkout, e.g. an older revision made
+with ``git worktree add --detach DIR REV``: a regression measured in one run).
 Baselines, same run: a bare ``python -c pass`` start and an idle ``sleep`` process have no
 meaning for RSS, so the reference figure is the Python interpreter's own RSS after importing
 the same libraries the way the agent does (trio, grpc/pyetcd, libnftables, pluggy, and the
 rtnetlink part of pyroute2 and the metric types of prometheus_client) and nothing else.
 
-    sudo .venv/bin/python bench/footprint.py [--sizes 0,1000,10000] [--idle 60]
+    sudo .venv/bin/python bench/footprint.py [--sizes 0,1000,10000] [--idle 60] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -36,15 +38,19 @@ def libraries_rss_mb() -> float:
     return rss
 
 
-def inner(sizes: list[int], idle: float) -> None:
+def inner(sizes: list[int], idle: float, baseline: str | None) -> None:
     etcd = Etcd()
     try:
         etcd.config()
-        starts, stops = [], []
-        for _ in range(5):
+        starts, stops, base_starts = [], [], []
+        for _ in range(7 if baseline else 5):
             agent = Agent.start()
             starts.append(agent.wait_ready())
             stops.append(agent.stop())
+            if baseline:
+                agent = Agent.start(source=baseline)
+                base_starts.append(agent.wait_ready())
+                agent.stop()
         rows, results = [], []
         for n in sizes:
             etcd.client.delete_prefix(f"{PREFIX}/subnets/")
@@ -65,10 +71,14 @@ def inner(sizes: list[int], idle: float) -> None:
         libs = libraries_rss_mb()
         print(f"start to ready on an empty store: median {median(starts) * 1000:.0f} ms "
               f"(runs: {', '.join(f'{s * 1000:.0f}' for s in starts)})")
+        if baseline:
+            print(f"  the agent of {baseline}, interleaved: median {median(base_starts) * 1000:.0f} ms "
+                  f"(runs: {', '.join(f'{s * 1000:.0f}' for s in base_starts)})")
         print(f"SIGTERM to exit: median {median(stops) * 1000:.0f} ms (target: within a second)")
         print(f"reference: interpreter with the same libraries imported, nothing running: {libs:.1f} MB RSS")
         print(table(rows, ["peers", "RSS MB", f"idle CPU % of a core ({idle:.0f} s)"]))
         path = write_result("footprint", {"start_to_ready_s": starts, "start_to_ready_median_s": median(starts),
+                                          "baseline": baseline, "baseline_start_to_ready_s": base_starts,
                                           "sigterm_to_exit_s": stops,
                                           "libraries_rss_mb": libs, "idle_seconds": idle, "results": results,
                                           "targets": "RSS <= 60 MB at 1000 peers; idle CPU <= 1 %; ready <= 1 s"})
@@ -81,4 +91,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="0,1000,10000")
     parser.add_argument("--idle", type=float, default=60)
-    main(__file__, parser, lambda args: inner([int(s) for s in args.sizes.split(",")], args.idle))
+    parser.add_argument("--baseline", help="a checkout of another revision whose start-to-ready runs interleaved")
+    main(__file__, parser, lambda args: inner([int(s) for s in args.sizes.split(",")], args.idle, args.baseline))

@@ -5,7 +5,7 @@ from dataclasses import FrozenInstanceError, dataclass, field
 import pytest
 from overlay_core.config import parse_config
 from overlay_core.errors import ConfigError
-from overlay_core.options import option, read_options
+from overlay_core.options import option, option_names, read_options
 from overlay_core.services.secret import Secret
 
 
@@ -124,3 +124,37 @@ def test_first_invalid_field_in_declaration_order_wins():
 def test_declaration_mistakes_are_caught_at_import(kwargs, match):
     with pytest.raises(TypeError, match=match):
         option("X", **kwargs)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    endpoint: str = option("ApiEndpoint", "https://api.example", parse=lambda v: v.rstrip("/"))
+    token: str | None = option("Token", None, kind=str, secret=True, parse=lambda v: Secret(v) if v else None)
+    table: str | None = option("Table", None, kind=str, parse=lambda v: v or None)
+
+
+def test_parse_turns_the_checked_value_into_the_kept_one():
+    got = read_options(Parsed, {"apiendpoint": "http://192.0.2.9/", "TOKEN": "tok-123", "Table": ""}, backend="x")
+    assert got == Parsed("http://192.0.2.9", Secret("tok-123"), None)
+    assert read_options(Parsed, {}, backend="x") == Parsed()  # defaults are not parsed
+
+
+def test_parse_errors_are_one_line_and_a_secret_option_is_never_shown():
+    def refuse(value):
+        raise ValueError("must name a table")
+
+    @dataclass(frozen=True)
+    class Strict:
+        token: str = option("Token", "", secret=True, parse=refuse)
+
+    with pytest.raises(ConfigError) as err:
+        read_options(Strict, {"Token": "tok-123"}, backend="x")
+    assert str(err.value) == "x: Token must name a table"
+    with pytest.raises(ConfigError) as err:
+        read_options(Strict, {"Token": 12345}, backend="x")
+    assert str(err.value) == "x: Token must be a string, got a JSON number"
+
+
+def test_option_names_lists_the_declared_keys_in_order():
+    assert option_names(Parsed) == ("ApiEndpoint", "Token", "Table")
+    assert option_names(Opts)[:3] == ("ListenPort", "PSK", "Mode")

@@ -36,6 +36,13 @@ def test_bad_options(backend, message):
         parse_options(cfg(backend))
 
 
+def test_mtu_floor_is_higher_with_ipv6_and_port_0_means_the_default():
+    with pytest.raises(ConfigError, match="vxlan: MTU must be a whole number from 1350 to 65535 with IPv6, got 1300"):
+        parse_options(cfg('{"Type":"vxlan","MTU":1300}', ',"EnableIPv6":true,"IPv6Network":"2001:db8::/56"'))
+    assert parse_options(cfg('{"Type":"vxlan","MTU":1300}')).mtu == 1300
+    assert parse_options(cfg('{"Type":"vxlan","Port":0}')).port == 8472
+
+
 def test_mac_prefix_is_accepted_and_warned(caplog):
     parse_options(cfg('{"Type":"vxlan","MacPrefix":"0E-2A"}'))
     assert "MacPrefix only applies to Windows" in caplog.text

@@ -4,8 +4,10 @@ import base64
 
 import pytest
 from overlay_core import ConfigError, parse_config
+from overlay_core.backend import check_backend_config
 from overlay_core.services import Secret
-from overlay_wireguard.options import OPTIONS, WgOptions, device_mtu, parse_options
+from overlay_wireguard.backend import WireguardBackend
+from overlay_wireguard.options import OPTION_NAMES, WgOptions, device_mtu, parse_options
 
 PSK = base64.b64encode(bytes(range(32))).decode()
 
@@ -35,13 +37,13 @@ def test_all_options_case_insensitive():
     ('{"Type":"wireguard","MTU":true}', "MTU must be a whole number"),
     ('{"Type":"wireguard","PersistentKeepaliveInterval":-1}', "PersistentKeepaliveInterval must be a whole number"),
     ('{"Type":"wireguard","PersistentKeepaliveInterval":"25s"}', "PersistentKeepaliveInterval must be a whole"),
-    ('{"Type":"wireguard","Mode":"Auto"}', "no valid Mode configured, got 'Auto'; use one of separate, auto, ipv4"),
-    ('{"Type":"wireguard","Mode":"both"}', "no valid Mode configured"),
-    ('{"Type":"wireguard","ListenPrt":1}', "unknown option 'listenprt' \\(did you mean 'ListenPort'\\?\\)"),
+    ('{"Type":"wireguard","Mode":"Auto"}', "Mode must be one of 'separate', 'auto', 'ipv4', 'ipv6', got 'Auto'"),
+    ('{"Type":"wireguard","Mode":"both"}', "wireguard: Mode must be one of"),
+    ('{"Type":"wireguard","ListenPrt":1}', "unknown Backend key 'ListenPrt' \\(did you mean 'ListenPort'\\?\\)"),
 ])
 def test_bad_options_one_line(backend, message):
     with pytest.raises(ConfigError, match=message) as err:
-        parse_options(cfg(backend))
+        check_backend_config(WireguardBackend, cfg(backend))
     assert "\n" not in str(err.value)
 
 
@@ -68,8 +70,9 @@ def test_secret_never_prints():
     assert "***" in repr(o)
 
 
-def test_table_covers_every_field():
-    assert {o.field for o in OPTIONS} == set(WgOptions.__dataclass_fields__)
+def test_every_field_is_a_declared_key():
+    assert OPTION_NAMES == ("ListenPort", "ListenPortV6", "MTU", "PSK", "PersistentKeepaliveInterval", "Mode")
+    assert len(OPTION_NAMES) == len(WgOptions.__dataclass_fields__)
 
 
 def test_mtu_is_underlay_minus_80():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from overlay_core import ConfigError
+from overlay_core import ConfigError, parse_config
+from overlay_core.backend import check_backend_config
 from overlay_core.services import Secret
 from overlay_tencent_vpc import parse_options
+from overlay_tencent_vpc.backend import TencentVpcBackend
 from overlay_tencent_vpc.options import DEFAULT_API_ENDPOINT, DEFAULT_METADATA_URL
 
 CREDS = {"AccessKeyID": "AKIDabc", "AccessKeySecret": "s3cr3t-value"}
@@ -72,7 +76,6 @@ def test_metadata_url_gets_a_trailing_slash():
         ({"RouteTableLimit": True}, ["RouteTableLimit"]),
         ({"RouteTableLimit": "50"}, ["RouteTableLimit"]),
         ({"RouteTableId": "table-1"}, ["RouteTableId", "rtb-"]),
-        ({"RouteTablID": "rtb-1"}, ["unknown option", "did you mean 'RouteTableId'"]),
     ],
 )
 def test_bad_values_are_one_line_errors(config, words):
@@ -82,6 +85,14 @@ def test_bad_values_are_one_line_errors(config, words):
     assert "\n" not in msg and msg.startswith("tencent-vpc: ")
     for word in words:
         assert word in msg
+
+
+def test_a_misspelt_key_is_refused_by_core_with_a_suggestion():
+    config = parse_config(json.dumps({"Network": "10.0.0.0/8", "Backend": {"Type": "tencent-vpc", **CREDS,
+                                                                         "RouteTablID": "rtb-1"}}))
+    with pytest.raises(ConfigError, match="tencent-vpc: unknown Backend key 'RouteTablID' \\(did you mean "
+                                          "'RouteTableId'\\?\\)"):
+        check_backend_config(TencentVpcBackend, config)
 
 
 def test_errors_never_echo_a_credential():

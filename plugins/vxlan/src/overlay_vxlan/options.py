@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from overlay_core import ConfigError, NetworkConfig
+from overlay_core.options import option, option_names, read_options
 
 LOGGER = logging.getLogger("overlay.vxlan")
 
@@ -16,12 +17,13 @@ OVERHEAD_V6 = 70  # outer IPv6 40 instead of 20
 
 @dataclass(frozen=True)
 class VxlanOptions:
-    vni: int = 1
-    port: int = DEFAULT_PORT
-    gbp: bool = False
-    learning: bool = False
-    direct_routing: bool = False
-    mtu: int | None = None
+    vni: int = option("VNI", 1, between=(1, 16777215))
+    port: int = option("Port", DEFAULT_PORT, between=(0, 65535), parse=lambda v: v or DEFAULT_PORT)  # 0: default
+    gbp: bool = option("GBP", False)
+    learning: bool = option("Learning", False)
+    direct_routing: bool = option("DirectRouting", False)
+    # the underlay's MTU; each device must still get its family's minimum (IPv6: checked below)
+    mtu: int | None = option("MTU", None, kind=int, between=(68 + OVERHEAD_V4, 65535))
 
     @property
     def device(self) -> str:
@@ -32,40 +34,18 @@ class VxlanOptions:
         return f"flannel-v6.{self.vni}"
 
 
-def _int(config: NetworkConfig, name: str, default: int, low: int, high: int) -> int:
-    value = config.backend_option(name.lower(), default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"vxlan: {name} must be a whole number from {low} to {high}, got {value!r}")
-    return value
-
-
-def _bool(config: NetworkConfig, name: str) -> bool:
-    value = config.backend_option(name.lower(), False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"vxlan: {name} must be true or false, got {value!r}")
-    return value
-
-
-OPTION_NAMES = ("VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU", "MacPrefix", "Name")  # last two: Windows
+OPTION_NAMES = (*option_names(VxlanOptions), "MacPrefix", "Name")  # the last two: Windows only
 
 
 def parse_options(config: NetworkConfig) -> VxlanOptions:
     """Validate the vxlan options; one-line ``ConfigError`` for a wrong type or value."""
     if config.backend_option("macprefix") is not None:
         LOGGER.warning("vxlan: MacPrefix only applies to Windows nodes; ignored")
-    port = _int(config, "Port", 0, 0, 65535) or DEFAULT_PORT
-    mtu = config.backend_option("mtu")
-    if mtu is not None:  # the underlay's MTU: each device must still get the minimum of its family
-        low = 1280 + OVERHEAD_V6 if config.ipv6 is not None else 68 + OVERHEAD_V4
-        mtu = _int(config, "MTU", 0, low, 65535)
-    return VxlanOptions(
-        vni=_int(config, "VNI", 1, 1, 16777215),
-        port=port,
-        gbp=_bool(config, "GBP"),
-        learning=_bool(config, "Learning"),
-        direct_routing=_bool(config, "DirectRouting"),
-        mtu=mtu,
-    )
+    options = read_options(VxlanOptions, config, backend="vxlan")
+    low = 1280 + OVERHEAD_V6
+    if config.ipv6 is not None and options.mtu is not None and options.mtu < low:
+        raise ConfigError(f"vxlan: MTU must be a whole number from {low} to 65535 with IPv6, got {options.mtu}")
+    return options
 
 
 def device_mtus(options: VxlanOptions, external_mtu: int, iface_name: str,

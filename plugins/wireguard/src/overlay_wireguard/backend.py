@@ -36,7 +36,7 @@ from .calc import (
     plan_peer,
 )
 from .keys import KeyPair, key_file_path, load_or_create
-from .options import OPTIONS, WgOptions, device_mtu, parse_options
+from .options import OPTION_NAMES, WgOptions, device_mtu, parse_options
 from .peer import DeviceConfig, WgPeer
 from .status import PeerReport, peer_report
 from .target import WireguardDeviceTarget
@@ -62,7 +62,7 @@ def socket_dir(state_dir: Path) -> Path:
 class WireguardBackend(KernelBackend):
     type = BACKEND_TYPE
     capabilities = Capabilities(ipv6=True, encrypted=True, kernel_features_any=("wireguard", "tun"))
-    option_names = tuple(o.name for o in OPTIONS)  # core checks the keys (misspelt ones refused with a suggestion)
+    option_names = OPTION_NAMES  # core checks the keys (misspelt ones refused with a suggestion)
 
     @classmethod
     def parse_options(cls, config) -> WgOptions:

@@ -1,20 +1,14 @@
-"""The ``Backend`` options of a wireguard network: Flannel's names, defaults and meanings.
-
-The checks are a table (one ``Opt`` per key) so they move to core's ``read_options`` unchanged
-later: each entry names the Flannel key, its default, its kind and a range, a choice list or a
-check function raising ``ValueError(reason)``.
-"""
+"""The ``Backend`` options of a wireguard network: Flannel's names, defaults and meanings, read
+with core's ``read_options`` (one-line errors; the PSK never shown)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from overlay_core import ConfigError, NetworkConfig
-from overlay_core.errors import did_you_mean
+from overlay_core.options import option, option_names, read_options
 from overlay_core.services import Secret
 
 BACKEND = "wireguard"
@@ -23,22 +17,7 @@ OVERHEAD = 80  # outer IPv6 40 + UDP 8 + WireGuard header 16 + auth tag 16 (Flan
 KEY_LEN = 32
 
 
-@dataclass(frozen=True)
-class WgOptions:
-    listen_port: int = 51820
-    listen_port_v6: int = 51821
-    mtu: int | None = None  # the underlay MTU (Flannel's meaning); None = the external interface's
-    psk: Secret | None = None
-    keepalive: int = 0  # PersistentKeepaliveInterval, seconds, 0 = off
-    mode: str = "separate"
-
-    @property
-    def single_device(self) -> bool:
-        """True in the modes where one device ``flannel-wg`` carries both families."""
-        return self.mode != "separate"
-
-
-def check_psk(value: str) -> Secret | None:
+def parse_psk(value: str) -> Secret | None:
     """A PSK is the base64 text of exactly 32 bytes (``wg genpsk``); "" means none, as in Flannel."""
     if value == "":
         return None
@@ -52,57 +31,28 @@ def check_psk(value: str) -> Secret | None:
 
 
 @dataclass(frozen=True)
-class Opt:
-    field: str
-    name: str
-    kind: type
-    between: tuple[int, int] | None = None
-    choices: tuple[str, ...] | None = None
-    check: Callable[[Any], Any] | None = None
-    secret: bool = False
+class WgOptions:
+    listen_port: int = option("ListenPort", 51820, between=(1, 65535))
+    listen_port_v6: int = option("ListenPortV6", 51821, between=(1, 65535))
+    # the underlay MTU (Flannel's meaning); None = the external interface's
+    mtu: int | None = option("MTU", None, kind=int, between=(OVERHEAD + 68, 65535))
+    psk: Secret | None = option("PSK", None, kind=str, secret=True, parse=parse_psk)
+    keepalive: int = option("PersistentKeepaliveInterval", 0, between=(0, 65535))  # seconds, 0 = off
+    mode: str = option("Mode", "separate", choices=MODES)
+
+    @property
+    def single_device(self) -> bool:
+        """True in the modes where one device ``flannel-wg`` carries both families."""
+        return self.mode != "separate"
 
 
-OPTIONS = (
-    Opt("listen_port", "ListenPort", int, between=(1, 65535)),
-    Opt("listen_port_v6", "ListenPortV6", int, between=(1, 65535)),
-    Opt("mtu", "MTU", int, between=(OVERHEAD + 68, 65535)),
-    Opt("psk", "PSK", str, check=check_psk, secret=True),
-    Opt("keepalive", "PersistentKeepaliveInterval", int, between=(0, 65535)),
-    Opt("mode", "Mode", str, choices=MODES),
-)
-KNOWN = {"type", *(o.name.lower() for o in OPTIONS)}
-
-
-def _convert(opt: Opt, value: Any) -> Any:
-    shown = "" if opt.secret else f", got {value!r}"
-    if opt.kind is int:
-        low, high = opt.between or (None, None)
-        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and not low <= value <= high):
-            raise ConfigError(f"{BACKEND}: {opt.name} must be a whole number from {low} to {high}{shown}")
-    elif not isinstance(value, str):
-        raise ConfigError(f"{BACKEND}: {opt.name} must be a string{shown}")
-    if opt.choices is not None and value not in opt.choices:
-        raise ConfigError(f"{BACKEND}: no valid {opt.name} configured{shown}; use one of {', '.join(opt.choices)}")
-    if opt.check is not None:
-        try:
-            return opt.check(value)
-        except ValueError as exc:
-            raise ConfigError(f"{BACKEND}: {opt.name} {exc}") from None
-    return value
-
-
-def read_table(backend: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a ``Backend`` object (keys lower-cased) against ``OPTIONS``; the values by field."""
-    for key in backend:
-        if key not in KNOWN:
-            hint = did_you_mean(key, [o.name for o in OPTIONS])
-            raise ConfigError(f"{BACKEND}: unknown option {key!r}{hint}")
-    return {o.field: _convert(o, backend[o.name.lower()]) for o in OPTIONS if o.name.lower() in backend}
+#: The ``Backend`` keys, as Flannel spells them.
+OPTION_NAMES = option_names(WgOptions)
 
 
 def parse_options(config: NetworkConfig) -> WgOptions:
     """Validate the wireguard options of ``config``; one-line ``ConfigError`` when one is wrong."""
-    return WgOptions(**read_table(config.backend))
+    return read_options(WgOptions, config, backend=BACKEND)
 
 
 def device_mtu(options: WgOptions, external_mtu: int, ipv6: bool) -> int:

@@ -27,7 +27,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from .cloud import RetryPolicy, VpcApi
 from .metadata import InstanceMetadata, read_instance_metadata
-from .options import BACKEND, OPTIONS, TencentOptions, parse_options
+from .options import BACKEND, OPTION_NAMES, TencentOptions, parse_options
 from .routes import VpcRouteTarget
 
 LOGGER = logging.getLogger("overlay.tencent-vpc")
@@ -37,7 +37,7 @@ PEER_MODE = "vpc-routed"  # how every peer is reached: through the VPC router, n
 
 class TencentVpcBackend(ReconcilingBackend):
     type = BACKEND
-    option_names = tuple(o.name for o in OPTIONS)  # core checks the keys (misspelt ones refused with a suggestion)
+    option_names = OPTION_NAMES  # core checks the keys (misspelt ones refused with a suggestion)
     lease_type = ""  # Flannel's tencent-vpc lease has no BackendType
     retry = RetryPolicy()  # per API call, within one converge
 
