@@ -3,7 +3,7 @@ objects programmed and /readyz, minus the same agent's start-to-ready on an empt
 Baseline, same run: the same 3N objects written by ``ip -batch`` + ``bridge -batch`` into a
 fresh namespace holding an identical flannel.1.
 
-    sudo .venv/bin/python bench/cold_sync.py [--sizes 1000,5000,10000] [--runs 3]
+    sudo .venv/bin/python bench/cold_sync.py [--sizes 1000,5000,10000] [--runs 3] [--agent-source DIR]
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def baseline(n: int) -> float:
         subprocess.run(["ip", "netns", "del", ns])
 
 
-def agent_run(etcd: Etcd, n: int) -> tuple[float, tuple[int, int, int]]:
-    agent = Agent.start("--reconcile-interval=600")
+def agent_run(etcd: Etcd, n: int, source: str | None = None) -> tuple[float, tuple[int, int, int]]:
+    agent = Agent.start("--reconcile-interval=600", source=source)
     try:
         ready = agent.wait_ready()
         return ready, kernel_counts()
@@ -58,11 +58,12 @@ def agent_run(etcd: Etcd, n: int) -> tuple[float, tuple[int, int, int]]:
         subprocess.run(["ip", "link", "del", "flannel.1"], capture_output=True)
 
 
-def inner(sizes: list[int], runs: int) -> None:
+def inner(sizes: list[int], runs: int, source: str | None = None) -> None:
+    """``source``: a checkout of another revision whose agent is measured instead (same baseline)."""
     etcd = Etcd()
     try:
         etcd.config()
-        empty = median([agent_run(etcd, 0)[0] for _ in range(runs)])
+        empty = median([agent_run(etcd, 0, source)[0] for _ in range(runs)])
         rows, results = [], []
         loaded = 0
         for n in sizes:
@@ -71,7 +72,7 @@ def inner(sizes: list[int], runs: int) -> None:
             loaded = n
             agent_times, counts = [], None
             for _ in range(runs):
-                t, counts = agent_run(etcd, n)
+                t, counts = agent_run(etcd, n, source)
                 agent_times.append(t - empty)
             base = median([baseline(n) for _ in range(runs)])
             sync = median(agent_times)
@@ -82,7 +83,8 @@ def inner(sizes: list[int], runs: int) -> None:
                             "baseline_s": base, "ratio": sync / base, "kernel_counts": counts})
         print(f"empty store: start to ready {empty * 1000:.0f} ms (subtracted)")
         print(table(rows, ["peers", "objects", "agent ms", "ip/bridge -batch ms", "ratio", "all programmed"]))
-        path = write_result("cold_sync", {"empty_start_to_ready_s": empty, "runs": runs, "results": results,
+        path = write_result("cold_sync" if source is None else "cold_sync_other",
+                            {"empty_start_to_ready_s": empty, "runs": runs, "results": results, "agent_source": source,
                                           "target": "agent <= 2x baseline"})
         print(f"wrote {path}; peers loaded: {loaded}")
     finally:
@@ -93,4 +95,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,5000,10000")
     parser.add_argument("--runs", type=int, default=3)
-    main(__file__, parser, lambda args: inner([int(s) for s in args.sizes.split(",")], args.runs))
+    parser.add_argument("--agent-source", help="measure the agent of this checkout (another revision) instead")
+    main(__file__, parser, lambda args: inner([int(s) for s in args.sizes.split(",")], args.runs, args.agent_source))

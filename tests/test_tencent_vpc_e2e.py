@@ -63,7 +63,7 @@ def everything_shown(lab) -> str:
                 with open(os.path.join(root, name), errors="replace") as fh:
                     texts.append(fh.read())
     for node in lab.state.nodes:
-        for path in ("/readyz", "/metrics"):
+        for path in ("/readyz?verbose", "/metrics"):
             texts.append(http_get(node.ns, "127.0.0.1", HEALTH_PORT, path)[1].decode())
     return "\n".join(texts)
 

@@ -36,7 +36,7 @@ from .lease_keeper import LeaseKeeper
 from .metrics import Metrics, PeerStatusCollector
 from .peers import PeerBatch, PeerSet, PeerWatcher
 from .plugins import Hooks, PluginManager, load_backend_class
-from .readiness import node_report
+from .readiness import PeerStatusView, node_report
 from .runtime import release_memory, sd_notify
 from .services import Services, Supervisor, TaskGroup
 from .subnets import Keys, SubnetManager
@@ -72,6 +72,7 @@ class Agent:
         self.local: tuple = ()
         self.held: set = set()  # every subnet this agent has held: leftovers on its bridge are its own
         self.owned: set[int] = set()  # ifindexes of the backend's devices (Links), watched for drift
+        self.peer_status_view = PeerStatusView()
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
         self.metrics.registry.register(PeerStatusCollector(self._peer_statuses))
@@ -93,8 +94,8 @@ class Agent:
     def ready(self) -> bool:
         return self.synced and all(b.ready for b in self.builtins) and not self.config_watch.conflict
 
-    def report(self) -> tuple[bool, dict[str, Any]]:
-        facts = node_report(self)
+    def report(self, verbose: bool = False) -> tuple[bool, dict[str, Any]]:
+        facts = node_report(self, verbose)
         ready = self.ready and not facts.get("not_ready")  # a plugin's one-line reason (overlay_report)
         self.metrics.ready.set(1 if ready else 0)
         return ready, facts

@@ -26,17 +26,22 @@ def _response(status: int, body: bytes, ctype: str = "text/plain; charset=utf-8"
 
 
 class HealthServer:
-    """``report()`` returns ``(ready, facts)``; facts are shown as JSON on ``/readyz``."""
+    """``report(verbose)`` returns ``(ready, facts)``; facts are shown as JSON on ``/readyz``.
 
-    def __init__(self, report: Callable[[], tuple[bool, dict]], registry) -> None:
+    ``/readyz`` is what probes poll: the facts and per-state peer counts. ``/readyz?verbose``
+    adds one entry per peer (``peer_status``): what ``status``, the lab and people read.
+    """
+
+    def __init__(self, report: Callable[[bool], tuple[bool, dict]], registry) -> None:
         self.report = report
         self.registry = registry
 
-    def answer(self, path: str) -> bytes:
+    def answer(self, target: str) -> bytes:
+        path, _, query = target.partition("?")
         if path == "/healthz":
             return _response(200, b"overlay is running\n")
         if path == "/readyz":
-            ready, facts = self.report()
+            ready, facts = self.report("verbose" in query.split("&"))
             body = json.dumps({"ready": ready, **facts}, sort_keys=True).encode() + b"\n"
             return _response(200 if ready else 503, body, "application/json")
         if path == "/metrics":
@@ -56,7 +61,7 @@ class HealthServer:
             if len(parts) < 2:
                 reply = _response(400, b"bad request\n")
             else:
-                reply = self.answer(parts[1].decode("latin-1").split("?", 1)[0])
+                reply = self.answer(parts[1].decode("latin-1"))
             try:
                 await stream.send_all(reply)
             except trio.BrokenResourceError:

@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+#: Seconds the per-peer part of ``/readyz`` may be reused. A probe loop (kubelet, a script polling
+#: every few milliseconds while the node starts) must not cost a walk over every peer each time;
+#: the readiness answer itself and every other fact are computed per request.
+PEER_STATUS_MAX_AGE = 1.0
 
-def node_report(agent) -> dict[str, Any]:
+
+class PeerStatusView:
+    """The ``peer_status`` map of ``/readyz``, rebuilt at most once per ``max_age`` seconds."""
+
+    def __init__(self, max_age: float = PEER_STATUS_MAX_AGE, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age = max_age
+        self.clock = clock
+        self._at: float | None = None
+        self._value: dict[str, dict] = {}
+        self.counts: dict[str, int] = {}  # peers by state, of the last map built
+
+    def get(self, statuses: Callable[[], dict]) -> dict[str, dict]:
+        now = self.clock()
+        if self._at is None or now - self._at >= self.max_age:
+            found = sorted(statuses().items())
+            self._value = {key: {"state": st.state, **st.detail} for key, st in found}
+            self.counts = dict(Counter(st.state for _, st in found))
+            self._at = now
+        return self._value
+
+
+def node_report(agent, verbose: bool = False) -> dict[str, Any]:
     """The facts of a running agent: phase, store connection, lease, peers, helpers, rejected
-    leases, config problems, and whatever the plugins add (``overlay_report``, ``overlay_peer_status``)."""
+    leases, config problems, and whatever the plugins add (``overlay_report``); peers counted by
+    the state their backend reports (``overlay_peer_status``), and with ``verbose`` each peer's."""
     facts: dict[str, Any] = {"phase": agent.phase, "store": agent.store.state(), **agent.config_watch.report()}
     node = agent.node
     if node is None:
@@ -26,7 +55,10 @@ def node_report(agent) -> dict[str, Any]:
     if agent.keeper is not None and agent.keeper.waiting:
         facts["waiting"] = agent.keeper.waiting
     facts.update(agent.hooks.report(node))
-    statuses = agent.hooks.peer_status(node)
+    view = agent.peer_status_view
+    statuses = view.get(lambda: agent.hooks.peer_status(node))
     if statuses:
-        facts["peer_status"] = {key: {"state": st.state, **st.detail} for key, st in sorted(statuses.items())}
+        facts["peer_states"] = view.counts
+        if verbose:
+            facts["peer_status"] = statuses
     return facts

@@ -18,10 +18,8 @@ COLUMNS = [("node", "NODE"), ("public_ip", "PUBLIC IP"), ("subnet", "SUBNET"),
 
 
 def _states(row: dict) -> str:
-    """Peers by the state their backend reports (``peer_status`` in /readyz)."""
-    counts: dict[str, int] = {}
-    for status in row.get("peer_status", {}).values():
-        counts[status.get("state", "?")] = counts.get(status.get("state", "?"), 0) + 1
+    """Peers by the state their backend reports (``peer_states`` in /readyz)."""
+    counts = row.get("peer_states", {})
     rejected = len(row.get("rejected_leases", {}))
     parts = [f"{k}:{v}" for k, v in sorted(counts.items())] + ([f"rejected:{rejected}"] if rejected else [])
     return " ".join(parts) or "-"

@@ -289,7 +289,7 @@ class Lab:
 
     def readyz(self, node: LabNode) -> tuple[int, dict]:
         try:
-            status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/readyz")
+            status, body = http_get(node.ns, "127.0.0.1", HEALTH_PORT, "/readyz?verbose")
             return status, json.loads(body or b"{}")
         except (OSError, ValueError):
             return 0, {}
