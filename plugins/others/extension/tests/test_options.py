@@ -16,11 +16,18 @@ def config(**backend):
 def test_all_four_commands_read():
     opts = parse_options(config(PreStartupCommand="a", postStartupCommand="b", SubnetAddCommand="c",
                                 subnetremovecommand="d"))
-    assert opts == ExtensionOptions("a", "b", "c", "d")
+    assert opts == ExtensionOptions("a", "b", "c", "d", "")
 
 
 def test_no_options_run_nothing():
-    assert parse_options(config()) == ExtensionOptions("", "", "", "")
+    assert parse_options(config()) == ExtensionOptions("", "", "", "", "")
+
+
+def test_flannels_dist_configs_load_with_their_shutdown_command():
+    # dist/extension-vxlan carries a ShutdownCommand that Flannel never runs: the config must still load.
+    opts = check_backend_config(ExtensionBackend, config(SubnetAddCommand="true",
+                                                         ShutdownCommand="ip link del flannel-vxlan"))
+    assert opts.shutdown == "ip link del flannel-vxlan"
 
 
 def test_a_command_that_is_not_a_string():

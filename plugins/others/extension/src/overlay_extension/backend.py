@@ -59,6 +59,9 @@ class ExtensionBackend(ReconcilingBackend):
     def overlay_network_config(self, config: NetworkConfig, node: Node) -> None:
         if not self.options.subnet_add:
             LOGGER.warning("extension: no SubnetAddCommand: peers' subnets are not connected by this node")
+        if self.options.shutdown:
+            LOGGER.warning("extension: ShutdownCommand is not run (Flannel never ran it either): the node's "
+                           "state stays when the agent stops; remove it by hand when retiring the node")
 
     @hookimpl
     async def overlay_lease_request(self, node: Node) -> LeaseRequest:

@@ -24,10 +24,14 @@ class ExtensionOptions:
     post_startup: str = option("PostStartupCommand", "", check=_not_blank)
     subnet_add: str = option("SubnetAddCommand", "", check=_not_blank)
     subnet_remove: str = option("SubnetRemoveCommand", "", check=_not_blank)
+    # In Flannel's shipped example configs (dist/extension-vxlan, -wireguard) but never run by Flannel:
+    # accepted so those configs load, and never run here either (the backend says so in its log).
+    shutdown: str = option("ShutdownCommand", "")
 
 
 #: The Flannel keys above (the backend's ``option_names``: core refuses any other key).
-OPTION_NAMES = ("PreStartupCommand", "PostStartupCommand", "SubnetAddCommand", "SubnetRemoveCommand")
+OPTION_NAMES = ("PreStartupCommand", "PostStartupCommand", "SubnetAddCommand", "SubnetRemoveCommand",
+                "ShutdownCommand")
 
 
 def parse_options(config: NetworkConfig) -> ExtensionOptions:
