@@ -92,3 +92,14 @@ async def test_peer_status_reports_failing_add_commands(tmp_path):
 async def test_backend_contract(tmp_path):
     await check_contract(ExtensionBackend, network(SubnetAddCommand="true", SubnetRemoveCommand="true"), tmp_path,
                          peer_data=lambda n: f"data-{n}")
+
+
+def test_config_warnings_name_what_will_not_happen(tmp_path, caplog):
+    be = backend(tmp_path, ShutdownCommand="ip link del flannel-vxlan")
+    be.overlay_network_config(be.node.config, be.node)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "extension: no SubnetAddCommand: peers' subnets are not connected by this node",
+        "extension: ShutdownCommand is not run (Flannel never ran it either): the node's state stays when the "
+        "agent stops; remove it by hand when retiring the node",
+    ]
