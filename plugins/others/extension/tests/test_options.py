@@ -1,8 +1,8 @@
-"""The four Flannel keys: read case-insensitively, one-line errors, unknown keys refused."""
+"""The Backend keys: read case-insensitively, one-line errors, unknown keys refused, Flannel's dist configs load."""
 
 import pytest
+from overlay_core import parse_config
 from overlay_core.backend import check_backend_config
-from overlay_core.config import parse_config
 from overlay_core.errors import ConfigError
 from overlay_extension import ExtensionBackend, ExtensionOptions, parse_options
 

@@ -11,8 +11,17 @@ from __future__ import annotations
 
 import logging
 
-from overlay_core import Capabilities, Lease, LeaseRequest, Node, PeerPlan, PeerStatus, ReconcilingBackend, hookimpl
-from overlay_core.config import NetworkConfig
+from overlay_core import (
+    Capabilities,
+    Lease,
+    LeaseRequest,
+    NetworkConfig,
+    Node,
+    PeerPlan,
+    PeerStatus,
+    ReconcilingBackend,
+    hookimpl,
+)
 from overlay_core.errors import OverlayError
 from overlay_core.services import Services
 

@@ -1,10 +1,11 @@
-"""The four ``Backend`` keys of Flannel's extension backend, read with core's option reader."""
+"""The ``Backend`` keys of Flannel's extension backend (its four commands, and the ShutdownCommand of
+its example configs), read with core's option reader."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from overlay_core.config import NetworkConfig
+from overlay_core import NetworkConfig
 from overlay_core.options import option, read_options
 
 BACKEND = "extension"
