@@ -8,6 +8,7 @@ import os
 import pytest
 from overlay_core.lab.lab import PREFIX, Lab
 from overlay_core.lab.netns import add_namespace, delete_namespace, list_namespaces
+from overlay_core.lab.traffic import ping, pods_of
 from overlay_extension.lab import FLANNEL_HOSTGW_EXAMPLE, LAB_COMMANDS
 
 from .helpers import all_pings_ok, ip, leases, log_of, up_with_pods, wait_until
@@ -123,18 +124,26 @@ def test_flannel_vxlan_example_carries_backend_data_to_peers_stdin(lab):
         assert "ShutdownCommand is not run" in fh.read()
 
 
-def test_lab_default_survives_an_agent_restart(lab):
-    """``lab up --backend extension`` as is: pods ping; after kill -9 and a restart every add
-    command runs again and succeeds (``ip route replace``), and pods still ping."""
-    up_with_pods(lab, nodes=2, backend="extension")
+def test_lab_default_survives_a_restart_and_removes_a_peer_that_left_meanwhile(lab):
+    """``lab up --backend extension`` as is: pods ping; the agent of n1 is killed (-9), n3 leaves
+    while it is down, and the restarted agent removes n3's route (from its record of connected
+    peers) and adds the others again without an error (``ip route replace``)."""
+    rows = up_with_pods(lab, nodes=3, backend="extension")
     assert lab.state.config["Backend"] == {"Type": "extension", **LAB_COMMANDS}
     all_pings_ok(lab)
-    n1 = lab.node(1)
+    n1, n2, n3 = lab.state.nodes
+    s3 = rows[2]["subnet"]
     assert lab.stop_agent(n1, sig=9) is not None
     all_pings_ok(lab)  # the routes are the kernel's: no agent needed to keep them
+    lab.stop_agent(n3)
+    lab.etcdctl("del", f"{PREFIX}/subnets/{s3.replace('/', '-')}")
+    wait_until(lambda: s3 not in routes(n2), 30, "n2 removing n3's route")
+    assert s3 in routes(n1)
     lab.start_agent(n1)
     lab.wait_ready([n1], timeout=60)
+    wait_until(lambda: s3 not in routes(n1), 30, "the restarted n1 removing n3's route")
     status = lab.readyz(n1)[1]
-    assert status["failing_commands"] == 0 and status["peer_status"], status
-    assert {p["state"] for p in status["peer_status"].values()} == {"programmed"}
-    all_pings_ok(lab)
+    assert status["failing_commands"] == 0 and status["peers"] == 1, status
+    assert [p["state"] for p in status["peer_status"].values()] == ["programmed"]
+    p1, p2 = (next(p for p in pods_of(lab) if p.node == node.name) for node in (n1, n2))
+    assert ping(p1.ns, p2.ipv4) == (3, 3) and ping(p2.ns, p1.ipv4) == (3, 3)

@@ -10,6 +10,7 @@ start-up command stops the agent with one line, as in Flannel.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from overlay_core import (
     Capabilities,
@@ -27,6 +28,7 @@ from overlay_core.services import Services
 
 from .commands import run_command, startup_env
 from .options import BACKEND, OPTION_NAMES, ExtensionOptions, parse_options
+from .record import ConnectedRecord
 from .target import CommandTarget, PeerCommand
 
 LOGGER = logging.getLogger("overlay.extension")
@@ -49,7 +51,9 @@ class ExtensionBackend(ReconcilingBackend):
 
     def __init__(self, node: Node, services: Services | None = None) -> None:
         super().__init__(node, services)
-        self.commands = CommandTarget(self.options)
+        record = ConnectedRecord(services.path("extension", "connected.json")) if services is not None else None
+        self.commands = CommandTarget(self.options, record=record)
+        self._adopted = record is None
 
     @classmethod
     def parse_options(cls, config: NetworkConfig) -> ExtensionOptions:
@@ -63,6 +67,14 @@ class ExtensionBackend(ReconcilingBackend):
             return PeerPlan("commands", (PeerCommand.of(peer),))
         except ValueError as exc:  # Flannel logs and skips such a peer too
             return PeerPlan("skipped", (), f"{exc}; no command is run for it")
+
+    async def converge(self, peers: Sequence[Lease]) -> tuple[int, int]:
+        """The first converge also takes over what the previous agent connected (``record.py``)."""
+        if not self._adopted and self.commands.record is not None:
+            previous = await self.commands.record.load()
+            self.commands.adopt(previous, {obj.key: obj for obj in self.desired(peers)})
+            self._adopted = True
+        return await super().converge(peers)
 
     @hookimpl
     def overlay_network_config(self, config: NetworkConfig, node: Node) -> None:

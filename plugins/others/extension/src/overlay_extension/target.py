@@ -15,13 +15,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 from overlay_core import Lease
 
 from .commands import CommandResult, run_command, stdin_of, text
 from .options import ExtensionOptions
+
+if TYPE_CHECKING:
+    from .record import ConnectedRecord
 
 LOGGER = logging.getLogger("overlay.extension")
 Runner = Callable[[str, Mapping[str, str], str], Awaitable[CommandResult]]
@@ -70,9 +73,11 @@ class CommandTarget:
 
     name = "extension"
 
-    def __init__(self, options: ExtensionOptions, run: Runner = run_command) -> None:
+    def __init__(self, options: ExtensionOptions, run: Runner = run_command,
+                 record: ConnectedRecord | None = None) -> None:
         self.options = options
         self.run = run
+        self.record = record
         self.added: dict[str, PeerCommand] = {}
         self.failing: dict[str, Failure] = {}
         self._lock = trio.Lock()  # one change at a time: a reconcile and a peer event never interleave
@@ -85,6 +90,15 @@ class CommandTarget:
 
     async def dump(self) -> list[PeerCommand]:
         return list(self.added.values())
+
+    def adopt(self, previous: Mapping[str, PeerCommand], desired: Mapping[str, PeerCommand]) -> None:
+        """Take over the peers a previous agent connected that are gone or changed, so that the next
+        converge runs their remove command; the others are left to their add command, which runs again."""
+        stale = {key: old for key, old in previous.items() if desired.get(key) != old and key not in self.added}
+        if stale:
+            LOGGER.info("extension: %d peers connected before this start are gone or changed: their "
+                        "SubnetRemoveCommand runs now", len(stale))
+        self.added.update(stale)
 
     async def apply(self, to_set: list[PeerCommand], to_delete: list[PeerCommand]) -> int:
         """Remove, then add; returns how many commands failed (each logged; the next reconcile retries)."""
@@ -109,6 +123,8 @@ class CommandTarget:
                     self.added[obj.key] = obj
                 else:
                     failed += 1
+            if self.record is not None:
+                await self.record.save(self.added)
         return failed
 
     async def _run(self, option: str, command: str, obj: PeerCommand) -> bool:
