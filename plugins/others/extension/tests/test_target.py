@@ -88,3 +88,14 @@ async def test_without_commands_peers_are_recorded_only():
     target, script = make(add="", remove="")
     await reconcile.converge(target, [obj(2), obj(3)])
     assert set(target.added) == {"10.5.2.0-24", "10.5.3.0-24"} and script.calls == []
+
+
+async def test_peer_back_unchanged_before_its_removal_succeeded_is_connected_again():
+    target, script = make()
+    await target.apply([obj(2)], [])
+    script.failing.add("remove")
+    await target.apply([], [obj(2)])
+    assert target.failing["10.5.2.0-24"].option == "SubnetRemoveCommand"
+    assert await reconcile.converge(target, [obj(2)]) == (0, 0)  # still connected: nothing to run
+    await target.apply([obj(2)], [])
+    assert target.failing == {} and [c[0] for c in script.calls] == ["add", "remove"]

@@ -114,7 +114,8 @@ class CommandTarget:
                     failed += 1
             for obj in to_set:
                 old = self.added.get(obj.key)
-                if old == obj:
+                if old == obj:  # a peer that came back unchanged before its removal succeeded
+                    self.failing.pop(obj.key, None)
                     continue
                 if old is not None:  # changed data: undo with the old values, whatever the outcome
                     await self._run("SubnetRemoveCommand", self.options.subnet_remove, old)
