@@ -26,6 +26,8 @@ def test_peer_status_view_rebuilds_at_most_once_per_max_age():
     now[0] += 0.5
     view.get(statuses)
     assert calls == [100.0, 101.0]
+    view.get(statuses, fresh=True)  # /readyz?verbose: always current
+    assert calls == [100.0, 101.0, 101.0]
 
 
 def test_readyz_answers_verbose_only_when_asked():

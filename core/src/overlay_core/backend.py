@@ -76,7 +76,8 @@ class Capabilities:
     (``kernel_features_any``: at least one of these, e.g. WireGuard's module or TUN for
     wireguard-go). ``moves_packets`` is False for a backend that only allocates subnets.
     ``survives_restart`` is False for a data path that stops with the agent; ``restart_note``
-    then says why (the kit reports it as the documented exemption).
+    then says why (the kit reports it as the documented exemption). ``repairs_drift`` is False
+    when the backend cannot see what it programmed (shell commands): nothing to repair from.
     """
 
     ipv6: bool = False
@@ -87,6 +88,7 @@ class Capabilities:
     kernel_features_any: tuple[str, ...] = ()
     survives_restart: bool = True
     restart_note: str = ""
+    repairs_drift: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.kernel_features + self.kernel_features_any) - set(KERNEL_FEATURES)

@@ -46,6 +46,7 @@ KNOWN_BACKENDS = {
     "ipip": "overlay-ipip",
     "alloc": "overlay-alloc",
     "tencent-vpc": "overlay-tencent-vpc",
+    "extension": "overlay-extension",
 }
 
 

@@ -7,14 +7,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-#: Seconds the per-peer part of ``/readyz`` may be reused. A probe loop (kubelet, a script polling
-#: every few milliseconds while the node starts) must not cost a walk over every peer each time;
-#: the readiness answer itself and every other fact are computed per request.
+#: Seconds the peer counts of a plain ``/readyz`` may be reused. A probe loop (kubelet, a script
+#: polling every few milliseconds while the node starts) must not cost a walk over every peer each
+#: time; the readiness answer, every other fact and all of ``/readyz?verbose`` are computed per request.
 PEER_STATUS_MAX_AGE = 1.0
 
 
 class PeerStatusView:
-    """The ``peer_status`` map of ``/readyz``, rebuilt at most once per ``max_age`` seconds."""
+    """The ``peer_status`` map of ``/readyz``, rebuilt at most once per ``max_age`` seconds
+    unless a fresh one is asked for."""
 
     def __init__(self, max_age: float = PEER_STATUS_MAX_AGE, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_age = max_age
@@ -23,9 +24,9 @@ class PeerStatusView:
         self._value: dict[str, dict] = {}
         self.counts: dict[str, int] = {}  # peers by state, of the last map built
 
-    def get(self, statuses: Callable[[], dict]) -> dict[str, dict]:
+    def get(self, statuses: Callable[[], dict], fresh: bool = False) -> dict[str, dict]:
         now = self.clock()
-        if self._at is None or now - self._at >= self.max_age:
+        if fresh or self._at is None or now - self._at >= self.max_age:
             found = sorted(statuses().items())
             self._value = {key: {"state": st.state, **st.detail} for key, st in found}
             self.counts = dict(Counter(st.state for _, st in found))
@@ -56,7 +57,7 @@ def node_report(agent, verbose: bool = False) -> dict[str, Any]:
         facts["waiting"] = agent.keeper.waiting
     facts.update(agent.hooks.report(node))
     view = agent.peer_status_view
-    statuses = view.get(lambda: agent.hooks.peer_status(node))
+    statuses = view.get(lambda: agent.hooks.peer_status(node), fresh=verbose)
     if statuses:
         facts["peer_states"] = view.counts
         if verbose:

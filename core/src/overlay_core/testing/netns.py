@@ -71,13 +71,19 @@ def kill_all(ns: str, grace: float = 2.0) -> None:
             time.sleep(0.05)
 
 
+#: What ``ip link add … type KIND`` needs besides the kind to create a device at all.
+PROBE_ARGS = {"vxlan": ("id", "1", "dstport", "4789"), "gretap": ("remote", "192.0.2.1")}
+
+
 def kernel_supports(kind: str) -> bool:
-    """Can this kernel create a ``kind`` device (``ipip``, ``vxlan``)? Probed in a throwaway
-    namespace, so the answer never depends on (or changes) the root namespace."""
+    """Can this kernel create a ``kind`` device (``ipip``, ``vxlan``, ``wireguard``, ``tun``)?
+    Probed in a throwaway namespace, so the answer never depends on (or changes) the root namespace."""
     ns = f"ovl-probe{os.getpid()}"
     add_namespace(ns)
     try:
-        probe = subprocess.run(["ip", "-n", ns, "link", "add", "probe0", "type", kind], capture_output=True)
+        args = ("tuntap", "add", "probe0", "mode", "tun") if kind == "tun" else (
+            "link", "add", "probe0", "type", kind, *PROBE_ARGS.get(kind, ()))
+        probe = subprocess.run(["ip", "-n", ns, *args], capture_output=True)
         return probe.returncode == 0
     finally:
         delete_namespace(ns)
