@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 from overlay_core import Capabilities, KernelBackend, LeaseRequest, OverlayError, PeerPlan, PeerStatus, hookimpl
-from overlay_core.dataplane import Route
+from overlay_core.dataplane import LinkInfo, Route
 from overlay_core.services import Helper, ProcessSpec
 
 from .calc import (
@@ -132,7 +132,7 @@ class WireguardBackend(KernelBackend):
         directory = socket_dir(self.services.state_dir)
         wanted = {spec.name for spec in devices(self.local)}
         for name in (DEVICE, DEVICE_V6):
-            await self._stop_left_over(WireguardGo(name, directory))
+            await self._stop_left_over(WireguardGo(name, directory), "the kernel data path takes over")
             info = await self.services.links.get(name)
             if name not in wanted and info is not None and info.kind == LINK_KIND:
                 await self.services.links.delete(name)
@@ -140,7 +140,7 @@ class WireguardBackend(KernelBackend):
         for name in sorted(wanted):
             await self._ensure_kernel_device(name)
 
-    async def _ensure_kernel_device(self, name: str):
+    async def _ensure_kernel_device(self, name: str) -> LinkInfo:
         """Adopt kernel device ``name`` as it is, or create it (replacing a device of another
         kind, e.g. a wireguard-go TUN) and give it its key and port at once; peers follow with
         the next converge."""
@@ -157,9 +157,10 @@ class WireguardBackend(KernelBackend):
             LOGGER.info("%s kernel wireguard device %s (index %d, MTU %d)", action, name, info.index, self.mtu)
         return info
 
-    async def _stop_left_over(self, inst: WireguardGo) -> None:
+    async def _stop_left_over(self, inst: WireguardGo, why: str = "") -> None:
         """A previous agent ran wireguard-go for a device this config no longer has (``Mode`` or
-        IPv6 changed): adopt it through its record and stop it, so it and its device go."""
+        IPv6 changed), or the kernel path takes the device over: adopt it through its record and
+        stop it, so it and its device go."""
         assert self.services is not None
         name = f"wireguard-go-{inst.device}"
         if not self.services.path("helpers", f"{name}.json").exists():
@@ -168,8 +169,8 @@ class WireguardBackend(KernelBackend):
         helper = await self.services.supervise(ProcessSpec(name, inst.argv(), inst.ready, dict(inst.env),
                                                            ready_timeout=READY_TIMEOUT))
         await helper.stop()
-        LOGGER.info("stopped wireguard-go for %s (pid %s): this network config has no %s", inst.device, helper.pid,
-                    inst.device)
+        LOGGER.info("stopped wireguard-go for %s (pid %s): %s", inst.device, helper.pid,
+                    why or f"this network config has no {inst.device}")
 
     @hookimpl
     async def overlay_lease_acquired(self) -> None:
