@@ -7,11 +7,18 @@
 (b) cold sync of 1000 peers into a fresh wireguard-go device: one UAPI ``set`` (encode + send
     + answer) against ``wg setconf`` of the same peers from a config file (process included,
     run through ``nsenter`` into wireguard-go's mount namespace, as an operator would).
+(c) ``--lab-rounds N``: the figure of ``bench/dataplane.py --backends wireguard`` (two-node lab,
+    pods behind cni0, pod→pod iperf3), but with both labs up at once and the rounds interleaved:
+    the agent's lab; the lab configured by hand (``hand_wireguard.py``); and the same hand lab
+    with the FORWARD accept rules Flannel (and our agent) install (``FLANNEL-FWD``, iptables-nft).
+    Per round also the CPU seconds of the agents and of the wireguard-go processes.
 
     sudo .venv/bin/python bench/wireguard_bench.py [--rounds 3] [--peers 1000] [--seconds 3]
+    sudo .venv/bin/python bench/wireguard_bench.py --lab-rounds 6 [--seconds 3]
 
-Namespaces ``wgt-bench-<pid>-*`` (192.0.2.0/24, 2001:db8::/32, 10.0.0.0/8 inside) and every
-process are removed at the end, also on failure.
+Namespaces ``wgt-bench-<pid>-*`` (192.0.2.0/24, 2001:db8::/32, 10.0.0.0/8 inside), for (c) the labs
+``ovl-ovwa<n>-*`` and ``ovl-ovwh<n>-*``; every namespace and process is removed at the end, also
+on failure.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from ipaddress import IPv4Address, ip_network
@@ -28,7 +37,9 @@ from pathlib import Path
 
 import trio
 from overlay_core import Lease, LeaseAttrs
-from overlay_lab.traffic import iperf
+from overlay_core.testing.netns import nsexec
+from overlay_lab.lab import Lab
+from overlay_lab.traffic import add_pods, iperf, pods_of
 from overlay_wireguard.calc import desired_peers
 from overlay_wireguard.keys import KeyPair
 from overlay_wireguard.options import WgOptions
@@ -36,7 +47,18 @@ from overlay_wireguard.peer import DeviceConfig
 from overlay_wireguard.testing import WgNet, wait_ping
 from overlay_wireguard.userspace import WireguardGo
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hand_wireguard  # noqa: E402
+
 HAND_PORT = 51830
+LAB_NETWORK = "10.5.0.0/16"
+# Flannel's forward rules (reference/flannel-behaviour.md, "Forward rules"), as our agent writes them
+FORWARD_RULES = (
+    ("-N", "FLANNEL-FWD"),
+    ("-A", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD"),
+    ("-A", "FLANNEL-FWD", "-s", LAB_NETWORK, "-m", "comment", "--comment", "flanneld forward", "-j", "ACCEPT"),
+    ("-A", "FLANNEL-FWD", "-d", LAB_NETWORK, "-m", "comment", "--comment", "flanneld forward", "-j", "ACCEPT"),
+)
 
 
 def wg_in(pid: int, *args: str, input: str | None = None) -> float:
@@ -131,12 +153,93 @@ async def run(args) -> dict:
     return {"pod_tcp": tcp, "cold_sync": sync, "note": "2-core VM shared with other jobs; figures are indicative"}
 
 
+def forward_rules(lab: Lab, on: bool) -> None:
+    """Flannel's FORWARD accept rules on every node of a hand lab, or none at all (the lab's
+    namespaces only)."""
+    for node in lab.state.nodes:
+        nsexec(node.ns, "nft", "flush", "ruleset")
+        for rule in FORWARD_RULES if on else ():
+            nsexec(node.ns, "iptables", *rule)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (all their threads) and by their
+    children already reaped (an agent's iptables/nft runs)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wireguard_go_pids(lab: Lab) -> list[int]:
+    out = []
+    for node in lab.state.nodes:
+        for pid in subprocess.run(["ip", "netns", "pids", node.ns], capture_output=True, text=True).stdout.split():
+            try:
+                with open(f"/proc/{pid}/comm") as fh:
+                    if fh.read().strip() == "wireguard-go":
+                        out.append(int(pid))
+            except OSError:
+                pass
+    return out
+
+
+def lab_throughput(rounds: int, seconds: int) -> dict:
+    """(c): both labs up at once, rounds interleaved (the order flips every round)."""
+    root = tempfile.mkdtemp(prefix="ovw-bench-lab-")
+    tag = os.getpid() % 1000
+    agent_lab, hand_lab = Lab(f"ovwa{tag}", state_root=root), Lab(f"ovwh{tag}", state_root=root)
+    try:
+        agent_lab.up(nodes=2, backend="wireguard", network=LAB_NETWORK)
+        hand_lab.up(nodes=2, backend="wireguard", network=LAB_NETWORK, start_agents=False)
+        hand_wireguard.by_hand(hand_lab)
+        for lab in (agent_lab, hand_lab):
+            for node in lab.state.nodes:
+                add_pods(lab, node, 1)
+        variants = (("agent", agent_lab, None), ("hand", hand_lab, False), ("hand_with_forward_rules", hand_lab, True))
+        mbits: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+        cpu: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
+        agents = [n.pid for n in agent_lab.state.nodes]
+        for r in range(rounds):
+            for name, lab, rules in variants if r % 2 == 0 else tuple(reversed(variants)):
+                if rules is not None:
+                    forward_rules(lab, rules)
+                a, b = pods_of(lab)[:2]
+                wg_pids = wireguard_go_pids(lab)
+                before = (cpu_seconds(agents), cpu_seconds(wg_pids))
+                mbits[name].append(iperf(b.ns, a.ns, b.ipv4, seconds))
+                after = (cpu_seconds(agents), cpu_seconds(wg_pids))
+                cpu[name].append({"agents_cpu_s": round(after[0] - before[0], 2) if name == "agent" else None,
+                                  "wireguard_go_cpu_s": round(after[1] - before[1], 2)})
+        med = {name: statistics.median(values) for name, values in mbits.items()}
+        return {"rounds": rounds, "seconds": seconds, "mbit_s": {k: [round(x) for x in v] for k, v in mbits.items()},
+                "median_mbit_s": {k: round(v) for k, v in med.items()},
+                "agent_over_hand": round(med["agent"] / max(med["hand"], 1e-9), 3),
+                "agent_over_hand_with_forward_rules":
+                    round(med["agent"] / max(med["hand_with_forward_rules"], 1e-9), 3),
+                "cpu_per_round": cpu, "load_average_at_end": os.getloadavg()}
+    finally:
+        hand_wireguard.cleanup(hand_lab)
+        hand_lab.down()
+        agent_lab.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=3, choices=range(1, 6))
+    parser.add_argument("--lab-rounds", type=int, default=0, help="run only (c), with this many rounds (at most 20)")
     args = parser.parse_args()
+    if args.lab_rounds:
+        print(json.dumps(lab_throughput(max(1, min(args.lab_rounds, 20)), args.seconds), indent=2))
+        return
     print(json.dumps(trio.run(run, args), indent=2))
 
 

@@ -66,9 +66,10 @@ def up(lab, nodes: int) -> None:
 
 
 def capture(ns: str, seconds: int, packets: int) -> subprocess.Popen:
-    """A bounded tcpdump of IPv4 on the node's underlay port (etcd's TCP left out)."""
+    """A bounded tcpdump of IPv4 on the node's underlay port (etcd's TCP and the nodes' own IGMP
+    membership reports left out)."""
     return subprocess.Popen(["ip", "netns", "exec", ns, "timeout", str(seconds), "tcpdump", "-n", "-l", "-i", "eth0",
-                             "-c", str(packets), "ip and not tcp port 2379"], stdout=subprocess.PIPE,
+                             "-c", str(packets), "ip and not tcp port 2379 and not igmp"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
 

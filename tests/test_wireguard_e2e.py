@@ -1,4 +1,8 @@
-"""WireGuard end to end: real agents in namespaces, real etcd, real wireguard-go, real packets."""
+"""WireGuard end to end: real agents in namespaces, real etcd, real wireguard-go, real packets.
+
+The tests pin the wireguard-go path (``OVERLAY_WIREGUARD_DATAPATH=wireguard-go``), so they test
+it also where the kernel module exists; ``test_kernel_data_path_ping_matrix`` runs the kernel
+path and skips where the module is absent (as on the machine these were written on)."""
 
 import base64
 import json
@@ -12,6 +16,7 @@ import pytest
 from overlay_core.testing.netns import http_get, ip
 from overlay_lab.lab import HEALTH_PORT, PREFIX
 from overlay_lab.traffic import ping, ping_matrix, pods_of
+from overlay_wireguard.kernel import DATA_PATH_ENV, kernel_wireguard_available
 from overlay_wireguard.keys import KeyPair, public_key_of
 
 from .helpers import lease_revisions, up_with_pods, wait_until
@@ -20,6 +25,12 @@ pytestmark = [pytest.mark.netns, pytest.mark.etcd,
               pytest.mark.skipif(not shutil.which("wireguard-go"), reason="wireguard-go is not installed")]
 
 PSK = base64.b64encode(bytes(range(100, 132))).decode()
+
+
+@pytest.fixture
+def lab(make_lab):
+    """A lab whose agents take the wireguard-go path even where the kernel module exists."""
+    return make_lab(env={DATA_PATH_ENV: "wireguard-go"})
 
 
 def pings_ok(lab) -> dict:
@@ -72,7 +83,7 @@ def assert_no_secrets(lab, psk: str = "") -> None:
         with open(node.log) as fh:
             texts.append(fh.read())
         helpers = os.path.join(lab.node_dir(node), "state", "helpers")
-        for name in os.listdir(helpers):
+        for name in os.listdir(helpers) if os.path.isdir(helpers) else []:  # none on the kernel path
             with open(os.path.join(helpers, name), errors="replace") as fh:
                 texts.append(fh.read())
         texts.append(json.dumps(facts(lab, node)))
@@ -271,3 +282,22 @@ def test_flannel_written_lease_is_a_peer_until_it_goes(lab):
     assert skipped["state"] == "skipped" and "PublicKey that is not base64" in skipped["reason"]
     lab.etcdctl("del", f"{PREFIX}/subnets/10.5.200.0-24")
     wait_until(lambda: key not in peer_keys(lab, n1), timeout=10, what="the peer removed with its lease")
+
+
+def test_kernel_data_path_ping_matrix(make_lab):
+    found = kernel_wireguard_available()
+    if not found.available:
+        pytest.skip(f"kernel data path not testable here: {found.reason}")
+    lab = make_lab(env={DATA_PATH_ENV: "kernel"})
+    up_with_pods(lab, nodes=3, backend="wireguard", backend_options={"PSK": PSK})
+    pings_ok(lab)
+    n1 = lab.node(1)
+    assert facts(lab, n1)["wireguard_data_path"] == "kernel"
+    assert "wireguard" in ip("-d", "link", "show", "flannel-wg", ns=n1.ns)  # a kernel device, no TUN
+    assert facts(lab, n1)["wireguard_devices"]["flannel-wg"]["kernel"] is True
+    with open(n1.log) as fh:
+        assert "kernel data path" in fh.read()
+    dump = subprocess.run(["ip", "netns", "exec", n1.ns, "wg", "show", "flannel-wg", "dump"], capture_output=True,
+                          text=True, check=True, timeout=30).stdout.splitlines()
+    assert dump[0].split("\t")[1:3] == [public_key(lab, n1), "51820"] and len(dump) == 3
+    assert_no_secrets(lab, PSK)

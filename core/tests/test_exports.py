@@ -17,8 +17,8 @@ def test_public_api_is_pinned():
         "SubnetsExhaustedError", "__version__", "direct_plan", "hookimpl", "lease_from_kv", "make_subnet_key",
         "parse_config",
     ]
-    assert overlay_core.dataplane.__all__ == ["FdbEntry", "Kernel", "LinkInfo", "Links", "Neighbour", "Route", "Scope",
-                                              "intern"]
+    assert overlay_core.dataplane.__all__ == ["FdbEntry", "GenericFamily", "GenericNetlinkError", "Kernel", "LinkInfo",
+                                              "Links", "Neighbour", "Route", "Scope", "intern"]
     for name in overlay_core.__all__:
         assert hasattr(overlay_core, name)
 

@@ -290,6 +290,30 @@ async def test_charon_target_with_charon_down_says_so_once(tmp_path, caplog):
     assert lines[0].startswith(f"ipsec: {len(objects)} changes wait for charon: ")
 
 
+async def test_charon_target_tells_when_connections_were_loaded():
+    calls = []
+
+    class Client:  # records what charon is asked; every request succeeds
+        async def load_shared(self, key):
+            calls.append("load-shared")
+
+        async def load_conn(self, conn):
+            calls.append("load-conn")
+
+        async def initiate(self, conn, child):
+            calls.append("initiate")
+
+    loaded = []
+    target = CharonTarget(Client(), on_loaded=lambda: loaded.append(len(calls)))  # type: ignore[arg-type]
+    objects = desired_state(OWN, [lease("10.1.2.0/24", "192.0.2.2")], parse_options(config({"PSK": PSK})), LIBIPSEC,
+                            NETWORK).objects
+    assert await target.apply(objects, []) == 0
+    assert calls == ["load-shared", "load-shared", "load-conn"] and loaded == [3]  # once, after the loads
+    ups = [o for o in objects if isinstance(o, ChildUp)]
+    assert await target.apply(ups, []) == 0  # a re-initiate alone is no new negotiation to watch closely
+    assert calls[-1] == "initiate" and loaded == [3]
+
+
 # --- lab extras ------------------------------------------------------------------------------
 
 def test_lab_gets_a_fresh_long_psk_and_a_root_only_directory(tmp_path):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import KernelFeatureMissingError
+from .genl import GenericFamily
 
 LOGGER = logging.getLogger("overlay.links")
 
@@ -116,6 +117,11 @@ class Links:
             return bool(found)
 
         return await self.netlink.call(run)
+
+    def generic(self, family: str, message_class: type) -> GenericFamily:
+        """Requests to generic netlink ``family`` (e.g. ``wireguard`` with pyroute2's ``wgmsg``)
+        on the netlink thread: ``await links.generic(...).request(lambda family_id: [msg, ...])``."""
+        return GenericFamily(self.netlink, family, message_class)
 
     async def ensure_route(self, index: int, dst) -> bool:
         """A plain route ``dst dev <index>`` in the main table (scope universe, as Flannel's

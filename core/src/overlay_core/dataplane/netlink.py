@@ -3,7 +3,8 @@
 pyroute2 keeps per-thread sockets and event loops, so calling it from trio's thread pool
 would open a socket per worker thread. Every request goes to a single ``DedicatedThread``
 (reference/dependency-probe.md §2.4); only rtnetlink and pyroute2's logging setup are
-imported, not all of pyroute2 (see ``_lean``).
+imported, not all of pyroute2 (see ``_lean``). Generic netlink sockets (``genl``) live on the
+same thread, one per family, opened at first use and closed with the thread.
 """
 
 from __future__ import annotations
@@ -30,15 +31,28 @@ class Netlink:
     """
 
     def __init__(self) -> None:
-        self._thread: DedicatedThread[Any] = DedicatedThread("overlay-netlink", _open_iproute, _close)
+        self._thread: DedicatedThread[Any] = DedicatedThread("overlay-netlink", _open_iproute, self._close)
+        self._families: dict[str, Any] = {}  # touched only on the netlink thread
 
     async def call(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(ipr)`` on the netlink thread and return its result (or raise its error)."""
         return await self._thread.call(fn)
 
+    def family_socket(self, family: str, message_class: type) -> Any:
+        """The generic netlink socket of ``family``, bound at first use; call it only from a
+        function running on the netlink thread (``genl.GenericFamily`` does)."""
+        sock = self._families.get(family)
+        if sock is None:
+            from .genl import open_family
+
+            sock = self._families[family] = open_family(family, message_class)
+        return sock
+
     def close(self) -> None:
         self._thread.close()
 
-
-def _close(ipr: Any) -> None:
-    ipr.close()
+    def _close(self, ipr: Any) -> None:
+        for sock in self._families.values():
+            sock.close()
+        self._families.clear()
+        ipr.close()

@@ -17,6 +17,7 @@ Returns the targets, for further checks by the caller.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,44 @@ from ..services import Services
 from .fakes import RecordingTarget
 
 
+class FakeGenericFamily:
+    """``links.generic(family, message_class)`` without a kernel: every request's messages are
+    built with ``family_id`` and recorded, encoded and decoded again as the kernel would see them
+    (``sent``); ``answer(messages)`` gives the replies (none by default), or raises as the kernel
+    would refuse."""
+
+    family_id = 0x1F
+
+    def __init__(self, family: str, message_class: type) -> None:
+        self.family = family
+        self.message_class = message_class
+        self.sent: list[Any] = []
+        self.answer: Callable[[list[Any]], Sequence[Any]] = lambda messages: []
+
+    async def request(self, build: Callable[[int], Sequence[Any]]) -> list[Any]:
+        messages = []
+        for msg in build(self.family_id):
+            msg.encode()
+            seen = self.message_class(msg.data)
+            seen.decode()
+            messages.append(seen)
+        self.sent.extend(messages)
+        return list(self.answer(messages))
+
+
 class FakeLinks:
-    """``services.links`` without a kernel: devices are records, indexes count from 100."""
+    """``services.links`` without a kernel: devices are records, indexes count from 100;
+    generic netlink families are ``FakeGenericFamily`` recorders (``families``)."""
 
     def __init__(self, owned: set[int]) -> None:
         self.owned = owned
         self.devices: dict[str, LinkInfo] = {}
         self.addresses: dict[int, list] = {}
+        self.families: dict[str, FakeGenericFamily] = {}
         self._index = itertools.count(100)
+
+    def generic(self, family: str, message_class: type) -> FakeGenericFamily:
+        return self.families.setdefault(family, FakeGenericFamily(family, message_class))
 
     async def get(self, name: str) -> LinkInfo | None:
         return self.devices.get(name)

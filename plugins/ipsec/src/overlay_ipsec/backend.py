@@ -38,6 +38,8 @@ HELPER = "charon"
 TUN_DEVICE = "ipsec0"  # kernel-libipsec's TUN device, created by charon
 READY_TIMEOUT = 20.0  # charon loads some 40 plugins; slow on a loaded machine
 STATUS_EVERY = 5.0  # seconds between two list-sas for peer status and a missing CHILD_SA
+NEGOTIATING_EVERY = 0.5  # ... while the SAs of connections just loaded are being negotiated
+NEGOTIATING_FOR = 10.0  # how long after a load the faster refresh may last
 
 
 class IpsecBackend(KernelBackend):
@@ -58,7 +60,8 @@ class IpsecBackend(KernelBackend):
         self.charon_path = ""
         self.paths = CharonPaths.under(services.state_dir if services is not None else Path("/run/overlay"))
         self.client = ViciClient(self.paths.vici)
-        self.charon = CharonTarget(self.client)
+        self.charon = CharonTarget(self.client, on_loaded=self._negotiation_started)
+        self._negotiation = trio.Event()  # set when connections were loaded: refresh SA state soon
         self.policies: XfrmPolicyTarget | None = None
         self.helper: Helper | None = None
         self.tun_index: int | None = None
@@ -162,18 +165,34 @@ class IpsecBackend(KernelBackend):
         self.outage.recovered()
         return changed
 
+    def _negotiation_started(self) -> None:
+        self._negotiation.set()
+
     async def _watch_sas(self) -> None:
-        """Fresh SA state for /readyz and metrics every few seconds; a wanted CHILD_SA that is
-        down (terminated by hand, its peer restarted) asks for a reconcile, which initiates it."""
+        """Fresh SA state for /readyz and metrics every few seconds, and every half second for
+        a while after connections were loaded (new or changed peers) until every SA is up, so
+        ``/readyz`` shows new SAs as they come. A wanted CHILD_SA that is down (terminated by
+        hand, its peer restarted) asks for a reconcile, which initiates it; not sooner than
+        ``STATUS_EVERY`` after a load, so a negotiation charon has not begun yet is not doubled."""
+        asked = fast_until = -STATUS_EVERY
+        settled = True
         while True:
-            await trio.sleep(STATUS_EVERY)
+            now = trio.current_time()
+            with trio.move_on_after(NEGOTIATING_EVERY if not settled and now < fast_until else STATUS_EVERY):
+                await self._negotiation.wait()
+            if self._negotiation.is_set():
+                self._negotiation = trio.Event()
+                asked = trio.current_time()
+                fast_until = asked + NEGOTIATING_FOR
             if self.helper is None or self.helper.state != "running" or not self.synced:
                 continue
             try:
                 self.charon.sas = await self.client.list_sas()
             except ViciError:
                 continue  # charon is going away; the supervisor and the reconcile handle it
-            if any(status.state == "down" for status in self._sa_status().values()):
+            states = {status.state for status in self._sa_status().values()}
+            settled = states <= {"established"}
+            if "down" in states and trio.current_time() - asked >= STATUS_EVERY:
                 assert self.services is not None
                 self.services.reconcile_soon()
 

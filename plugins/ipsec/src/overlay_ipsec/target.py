@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
@@ -69,8 +69,9 @@ class CharonTarget:
 
     name = "ipsec"
 
-    def __init__(self, client: ViciClient) -> None:
+    def __init__(self, client: ViciClient, on_loaded: Callable[[], None] | None = None) -> None:
         self.client = client
+        self.on_loaded = on_loaded  # told after connections were loaded (charon starts negotiating them)
         self._loaded: dict[tuple, ConnSpec | SharedKey] = {}
         self._instance = ""
         self.sas: list[IkeSa] = []  # from the last dump, for status
@@ -115,15 +116,19 @@ class CharonTarget:
         steps = [(f"remove {_describe(o)}", o, self._delete) for o in sorted(to_delete, key=lambda o: -_RANK[type(o)])]
         steps += [(f"set {_describe(o)}", o, partial(self._set, loaded_now=loaded_now))
                   for o in sorted(to_set, key=lambda o: _RANK[type(o)])]
-        for done, (what, obj, step) in enumerate(steps):
-            if isinstance(obj, ChildUp) and obj.conn in loaded_now:
-                continue  # just loaded with start_action=start: charon is initiating it already
-            try:
-                failed += await self._attempt(what, step(obj))
-            except CharonUnreachable as exc:
-                LOGGER.warning("ipsec: %d changes wait for charon: %s", len(steps) - done, exc)
-                return failed + len(steps) - done
-        return failed
+        try:
+            for done, (what, obj, step) in enumerate(steps):
+                if isinstance(obj, ChildUp) and obj.conn in loaded_now:
+                    continue  # just loaded with start_action=start: charon is initiating it already
+                try:
+                    failed += await self._attempt(what, step(obj))
+                except CharonUnreachable as exc:
+                    LOGGER.warning("ipsec: %d changes wait for charon: %s", len(steps) - done, exc)
+                    return failed + len(steps) - done
+            return failed
+        finally:
+            if self.on_loaded is not None and loaded_now:
+                self.on_loaded()
 
     @staticmethod
     async def _attempt(what: str, step) -> int:

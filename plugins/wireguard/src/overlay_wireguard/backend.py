@@ -1,15 +1,17 @@
-"""The wireguard backend: one wireguard-go per device (``flannel-wg``, ``flannel-wg-v6``) as a
-supervised helper, its peers as a reconcile target per device, its network route in the kernel
-target.
+"""The wireguard backend: per device (``flannel-wg``, ``flannel-wg-v6``) a kernel WireGuard device
+where the module exists (created through core's ``links``, configured over generic netlink), else
+one wireguard-go as a supervised helper; its peers as a reconcile target per device, its network
+route in the kernel target. Which path a node takes is decided and logged at start
+(``kernel.choose_data_path``).
 
 Order of a node's start: options and MTU (``overlay_network_config``); the key file and
 wireguard-go before the lease, because the lease carries the public key
 (``overlay_lease_request``); addresses, MTU and routes once the subnet is known
 (``overlay_lease_acquired``); peers from the first snapshot on (``ReconcilingBackend``).
 wireguard-go outlives the agent and is adopted by the next one with its device and peers, so an
-agent restart loses no packet. When wireguard-go dies its device goes with it; the supervisor
-restarts it and asks for a reconcile, whose ``prepare`` sets the device up again and whose
-converge pushes the key and peers again.
+agent restart loses no packet (a kernel device simply stays and is adopted). When wireguard-go
+dies its device goes with it; the supervisor restarts it and asks for a reconcile, whose
+``prepare`` sets the device up again and whose converge pushes the key and peers again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import trio
 from overlay_core import Capabilities, KernelBackend, LeaseRequest, OverlayError, PeerPlan, PeerStatus, hookimpl
-from overlay_core.dataplane import Route
+from overlay_core.dataplane import LinkInfo, Route
 from overlay_core.services import Helper, ProcessSpec
 
 from .calc import (
@@ -35,6 +37,7 @@ from .calc import (
     lease_data,
     plan_peer,
 )
+from .kernel import KERNEL, LINK_KIND, choose_data_path, kernel_device
 from .keys import KeyPair, key_file_path, load_or_create
 from .options import OPTION_NAMES, WgOptions, device_mtu, parse_options
 from .peer import DeviceConfig, WgPeer
@@ -78,6 +81,7 @@ class WireguardBackend(KernelBackend):
         self.helpers: dict[str, Helper] = {}
         self.devices: dict[str, WireguardDeviceTarget] = {}
         self.index: dict[str, int] = {}  # device name -> ifindex
+        self.data_path = ""  # kernel.KERNEL or kernel.USERSPACE, chosen at start
         self._status_started = False
 
     # -- start ------------------------------------------------------------------------------
@@ -92,7 +96,14 @@ class WireguardBackend(KernelBackend):
         self.keys = await trio.to_thread.run_sync(load_or_create, key_file_path())
         self.local = Local(self.options, cfg.ipv4 is not None, cfg.ipv6 is not None, node.iface.public_ip,
                            node.iface.public_ipv6, self.keys.public)
-        await self._start_helpers()
+        self.data_path, why = await trio.to_thread.run_sync(choose_data_path)
+        if self.data_path == KERNEL:
+            LOGGER.info("wireguard: kernel data path (%s): devices through netlink, keys and peers over generic "
+                        "netlink", why)
+            await self._start_kernel_devices()
+        else:
+            LOGGER.info("wireguard: wireguard-go data path (%s)", why)
+            await self._start_helpers()
         data, data_v6 = lease_data(self.local, self.keys.public)
         return LeaseRequest(BACKEND_TYPE, self.mtu, data, data_v6)
 
@@ -113,9 +124,43 @@ class WireguardBackend(KernelBackend):
             if not helper.adopted:  # a fresh device: its key and port at once, peers follow with the first sync
                 await self.devices[spec.name].apply([self._device_config(spec)], [])
 
-    async def _stop_left_over(self, inst: WireguardGo) -> None:
+    async def _start_kernel_devices(self) -> None:
+        """Kernel path: a wireguard-go left by a previous agent goes (the kernel takes over its
+        device name), a kernel device this config no longer has is deleted, and each wanted
+        device is adopted or created with its key and port."""
+        assert self.services is not None and self.local is not None
+        directory = socket_dir(self.services.state_dir)
+        wanted = {spec.name for spec in devices(self.local)}
+        for name in (DEVICE, DEVICE_V6):
+            await self._stop_left_over(WireguardGo(name, directory), "the kernel data path takes over")
+            info = await self.services.links.get(name)
+            if name not in wanted and info is not None and info.kind == LINK_KIND:
+                await self.services.links.delete(name)
+                LOGGER.info("deleted kernel device %s: this network config has no %s", name, name)
+        for name in sorted(wanted):
+            await self._ensure_kernel_device(name)
+
+    async def _ensure_kernel_device(self, name: str) -> LinkInfo:
+        """Adopt kernel device ``name`` as it is, or create it (replacing a device of another
+        kind, e.g. a wireguard-go TUN) and give it its key and port at once; peers follow with
+        the next converge."""
+        assert self.services is not None and self.local is not None
+        spec = next(s for s in devices(self.local) if s.name == name)
+        target = self.devices.get(name)
+        if target is None:
+            target = self.devices[name] = WireguardDeviceTarget(kernel_device(self.services.links, name))
+        info, action = await self.services.links.ensure(
+            name, LINK_KIND, lambda found: None if found.kind == LINK_KIND else f"it is a {found.kind or 'plain'} "
+            "device, not a kernel wireguard one", lambda previous: {"mtu": self.mtu})
+        if action != "adopted":
+            await target.apply([self._device_config(spec)], [])
+            LOGGER.info("%s kernel wireguard device %s (index %d, MTU %d)", action, name, info.index, self.mtu)
+        return info
+
+    async def _stop_left_over(self, inst: WireguardGo, why: str = "") -> None:
         """A previous agent ran wireguard-go for a device this config no longer has (``Mode`` or
-        IPv6 changed): adopt it through its record and stop it, so it and its device go."""
+        IPv6 changed), or the kernel path takes the device over: adopt it through its record and
+        stop it, so it and its device go."""
         assert self.services is not None
         name = f"wireguard-go-{inst.device}"
         if not self.services.path("helpers", f"{name}.json").exists():
@@ -124,8 +169,8 @@ class WireguardBackend(KernelBackend):
         helper = await self.services.supervise(ProcessSpec(name, inst.argv(), inst.ready, dict(inst.env),
                                                            ready_timeout=READY_TIMEOUT))
         await helper.stop()
-        LOGGER.info("stopped wireguard-go for %s (pid %s): this network config has no %s", inst.device, helper.pid,
-                    inst.device)
+        LOGGER.info("stopped wireguard-go for %s (pid %s): %s", inst.device, helper.pid,
+                    why or f"this network config has no {inst.device}")
 
     @hookimpl
     async def overlay_lease_acquired(self) -> None:
@@ -158,7 +203,10 @@ class WireguardBackend(KernelBackend):
 
         links = self.services.links
         for layout in layouts:
-            info = await links.get(layout.name)
+            if self.data_path == KERNEL:  # a device deleted by hand comes back
+                info = await self._ensure_kernel_device(layout.name)
+            else:
+                info = await links.get(layout.name)
             if info is None:
                 raise OverlayError(f"wireguard: device {layout.name} is missing although wireguard-go runs; "
                                    "it is checked again on the next reconcile")
@@ -222,13 +270,14 @@ class WireguardBackend(KernelBackend):
 
     @hookimpl
     def overlay_report(self) -> dict:
-        data_plane = {}
+        data_plane: dict[str, dict] = {name: {"kernel": True, "index": self.index.get(name)}
+                                       for name in self.devices if name not in self.instances}
         for name, inst in self.instances.items():
             helper = self.helpers.get(name)
             data_plane[name] = {"wireguard_go_pid": helper.pid if helper else None, "socket": str(inst.socket_path),
                                 "index": self.index.get(name)}
         return {**super().overlay_report(), "wireguard_public_key": self.keys.public if self.keys else None,
-                "wireguard_devices": data_plane}
+                "wireguard_data_path": self.data_path, "wireguard_devices": data_plane}
 
 
 def _combine(reports: list[PeerReport]) -> PeerStatus:

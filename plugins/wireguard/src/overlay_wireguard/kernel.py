@@ -3,19 +3,25 @@
 The device is an rtnetlink link of kind ``wireguard`` (``RTM_NEWLINK``); its key, port and peers
 go over generic netlink family ``wireguard`` (``WG_CMD_SET_DEVICE``), with the same values the
 UAPI path uses (``DeviceConfig``, ``WgPeer``), so policy and reconcile are shared. Messages are
-built with pyroute2's message classes and tested by decoding them again; this machine has no
-module, so nothing here is sent in the tests. ``kernel_wireguard_available`` says why not.
+built with pyroute2's message classes; core's netlink thread sends them
+(``services.links.generic("wireguard", wgmsg)``), and :class:`KernelDevice` gives the reconcile
+target the same ``get``/``set`` as the UAPI client. Tests capture what would be sent through a fake
+sender; this machine has no module, so nothing is sent to a kernel. ``kernel_wireguard_available``
+says which path a node takes and why.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, ip_address
 from socket import AF_INET, AF_INET6
 
+from overlay_core import ConfigError, KernelFeatureMissingError
+from overlay_core.dataplane import GenericNetlinkError
 from overlay_core.services import Secret
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.generic.wireguard import (
@@ -32,7 +38,10 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from .keys import encode_key
 from .peer import DeviceConfig, DeviceState, PeerState, WgPeer, allowed_ips
+from .uapi import UapiError
 
+GENL_FAMILY = "wireguard"
+LINK_KIND = "wireguard"
 PEERS_PER_MESSAGE = 32  # keeps each message a few KiB, as wg(8) splits its own
 _ZERO = bytes(32)
 
@@ -56,6 +65,30 @@ def kernel_wireguard_available(timeout: float = 10.0) -> Availability:
     detail = (probe.stderr or probe.stdout).strip().splitlines()
     why = detail[-1] if detail else "no detail"
     return Availability(False, f"the kernel cannot create a wireguard device ({why}); wireguard-go is used instead")
+
+
+DATA_PATH_ENV = "OVERLAY_WIREGUARD_DATAPATH"
+KERNEL = "kernel"
+USERSPACE = "wireguard-go"
+
+
+def choose_data_path(env: dict[str, str] | None = None) -> tuple[str, str]:
+    """``(path, why)``: the kernel module where it exists, else wireguard-go. The environment
+    variable ``OVERLAY_WIREGUARD_DATAPATH`` (``auto``, ``kernel`` or ``wireguard-go``) forces one;
+    ``kernel`` without the module is a one-line error."""
+    env = os.environ if env is None else env
+    wanted = env.get(DATA_PATH_ENV, "auto").strip().lower() or "auto"
+    if wanted not in ("auto", KERNEL, USERSPACE):
+        raise ConfigError(f"wireguard: {DATA_PATH_ENV}={wanted!r}: use auto, kernel or wireguard-go")
+    if wanted == USERSPACE:
+        return USERSPACE, f"{DATA_PATH_ENV}=wireguard-go"
+    found = kernel_wireguard_available()
+    if found.available:
+        return KERNEL, found.reason
+    if wanted == KERNEL:
+        raise KernelFeatureMissingError(f"wireguard: {DATA_PATH_ENV}=kernel but {found.reason.split(';')[0]}: "
+                                        "load the module with 'modprobe wireguard' or unset the variable")
+    return USERSPACE, found.reason
 
 
 def link_create_message(name: str, mtu: int) -> ifinfmsg:
@@ -172,3 +205,38 @@ def parse_device_replies(replies: Iterable[wgmsg]) -> DeviceState:
                 peers.pop()
             peers.append(state)
     return DeviceState(config, tuple(peers))
+
+
+def kernel_device(links, device: str) -> KernelDevice:
+    """The generic netlink client of kernel device ``device``, through core's ``links``."""
+    return KernelDevice(links.generic(GENL_FAMILY, wgmsg), device)
+
+
+class KernelDevice:
+    """Kernel WireGuard device ``device`` configured over generic netlink through ``family``
+    (core's sender on the netlink thread): the ``get``/``set`` of ``UapiClient``, so
+    ``WireguardDeviceTarget`` reconciles either path alike. A refusal is a ``UapiError`` with the
+    errno (the target then retries change by change); no message content reaches an error."""
+
+    def __init__(self, family, device: str) -> None:
+        self.family = family
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"KernelDevice({self.device!r})"
+
+    async def get(self) -> DeviceState:
+        try:
+            replies = await self.family.request(lambda family_id: [get_device_message(self.device, family_id)])
+        except GenericNetlinkError as exc:
+            raise UapiError(f"kernel wireguard device {self.device}: get failed: {exc}", exc.errno) from None
+        return parse_device_replies(replies)
+
+    async def set(self, config: DeviceConfig | None = None, peers: Sequence[WgPeer] = (),
+                  remove: Iterable[str] = (), replace_peers: bool = False) -> None:
+        remove = list(remove)
+        try:
+            await self.family.request(
+                lambda family_id: set_device_messages(self.device, family_id, config, peers, remove, replace_peers))
+        except GenericNetlinkError as exc:
+            raise UapiError(f"kernel wireguard device {self.device}: set refused: {exc}", exc.errno) from None

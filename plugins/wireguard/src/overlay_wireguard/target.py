@@ -2,9 +2,10 @@
 
 Objects are the device's ``DeviceConfig`` (key ``@device``) and its ``WgPeer`` values (key =
 public key). ``dump`` is one UAPI ``get``; ``apply`` is one UAPI ``set`` for all changes, so a
-cold sync of 1000 peers is one transaction. Every peer on our device is ours: a peer added by
-hand is removed, a peer or allowed IP deleted by hand comes back (``overlay_core.reconcile``
-diffs and converges it like any other target).
+cold sync of 1000 peers is one transaction. On the kernel path the same two calls are a generic
+netlink dump and ``WG_CMD_SET_DEVICE`` requests (``kernel.KernelDevice``). Every peer on our
+device is ours: a peer added by hand is removed, a peer or allowed IP deleted by hand comes
+back (``overlay_core.reconcile`` diffs and converges it like any other target).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from .kernel import KernelDevice
 from .peer import DeviceConfig, PeerState, WgPeer
 from .uapi import UapiClient, UapiError
 
@@ -20,9 +22,10 @@ WgObject = WgPeer | DeviceConfig
 
 
 class WireguardDeviceTarget:
-    """The peer set (and settings) of device ``client.device`` behind a UAPI socket."""
+    """The peer set (and settings) of device ``client.device`` behind a UAPI socket or, for a
+    kernel device, generic netlink."""
 
-    def __init__(self, client: UapiClient) -> None:
+    def __init__(self, client: UapiClient | KernelDevice) -> None:
         self.client = client
         self.name = f"wireguard:{client.device}"
         self.last_status: tuple[PeerState, ...] = ()
