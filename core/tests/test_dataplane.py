@@ -38,9 +38,21 @@ def test_batch_lines():
     assert ip_text.splitlines() == [
         "route del 10.5.9.0/24 table main proto 79",
         "neigh replace 10.5.2.0 lladdr aa:aa:aa:aa:aa:02 dev flannel.1 nud permanent",
-        "route replace 10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink table main proto 79",
+        "route replace 10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink scope global table main proto 79",
     ]
     assert bridge_text == "fdb replace aa:aa:aa:aa:aa:02 dev flannel.1 dst 192.0.2.2 self permanent"
+
+
+def test_route_scope_defaults_as_ip_route_chooses_it():
+    device_route = Route(IPv4Network("10.5.3.0/24"), None, 5)
+    assert device_route.scope == "link" and str(device_route) == "route 10.5.3.0/24 dev #5 scope link"
+    assert R2.scope == "global"
+    assert Route(IPv4Network("10.5.4.0/24"), None, 0, type="unreachable").scope == "global"
+    assert Route(IPv4Network("10.5.3.0/24"), None, 5, scope="global") != device_route  # drift is seen
+    ip_text, _ = batch_lines([device_route], [], {5: "flannel-wg"})
+    assert ip_text == "route replace 10.5.3.0/24 dev flannel-wg scope link table main proto 79"
+    with pytest.raises(ValueError, match="scope 'universe' is not one of"):
+        Route(IPv4Network("10.5.3.0/24"), None, 5, scope="universe")
 
 
 def nl(kind, payload):

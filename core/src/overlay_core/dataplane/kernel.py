@@ -18,6 +18,7 @@ import trio
 from .netlink import Netlink
 from .objects import (
     MAIN_TABLE,
+    ROUTE_SCOPES,
     ROUTE_TYPES,
     RTPROT_OVERLAY,
     FdbEntry,
@@ -45,7 +46,7 @@ def _family(version: int) -> int:
 def _set_one(ipr, obj: KernelObject) -> None:
     if isinstance(obj, Route):
         kw = {"dst": str(obj.dst), "table": MAIN_TABLE, "proto": RTPROT_OVERLAY, "family": _family(obj.dst.version),
-              "type": ROUTE_TYPES[obj.type]}
+              "type": ROUTE_TYPES[obj.type], "scope": ROUTE_SCOPES[obj.scope]}
         if obj.oif:
             kw["oif"] = obj.oif
         if obj.gateway is not None:
@@ -89,7 +90,7 @@ def batch_lines(to_set: Iterable[KernelObject], to_delete: Iterable[KernelObject
         elif isinstance(obj, Route):
             via = f" via {obj.gateway}" if obj.gateway is not None else ""
             ip_lines.append(f"route replace {obj.dst}{via} dev {names[obj.oif]}"
-                            f"{' onlink' if obj.onlink else ''} table main proto {RTPROT_OVERLAY}")
+                            f"{' onlink' if obj.onlink else ''} scope {obj.scope} table main proto {RTPROT_OVERLAY}")
         elif isinstance(obj, Neighbour):
             ip_lines.append(f"neigh replace {obj.dst} lladdr {obj.lladdr} dev {names[obj.ifindex]} nud permanent")
         else:

@@ -18,6 +18,8 @@ RTPROT_OVERLAY = 79  # route protocol marking routes we own ("proto 79" in `ip r
 MAIN_TABLE = 254
 # rtmsg.rtm_type values of the route types a backend may want (linux/rtnetlink.h)
 ROUTE_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+# rtmsg.rtm_scope values by the names `ip route` prints
+ROUTE_SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
 
 IPAddress = Union[IPv4Address, IPv6Address]
 IPNetwork = Union[IPv4Network, IPv6Network]
@@ -29,24 +31,34 @@ class Route:
 
     ``type`` is the route type: ``unicast`` (the default), or ``unreachable``, ``blackhole`` or
     ``prohibit`` (no gateway, ``oif`` 0), which a backend uses to fail closed: pod traffic to a
-    peer whose tunnel is down is refused instead of leaving in clear by the default route."""
+    peer whose tunnel is down is refused instead of leaving in clear by the default route.
+    ``scope`` defaults as `ip route` chooses it: ``link`` for a unicast route without a gateway
+    (``dst dev X``, Flannel's WireGuard and UDP routes), ``global`` otherwise."""
 
     dst: IPNetwork
     gateway: IPAddress | None
     oif: int
     onlink: bool = False
     type: str = "unicast"
+    scope: str = ""
     key: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.type not in ROUTE_TYPES:
             raise ValueError(f"route type {self.type!r} is not one of {', '.join(ROUTE_TYPES)}")
+        if not self.scope:
+            device_route = self.type == "unicast" and self.gateway is None
+            object.__setattr__(self, "scope", "link" if device_route else "global")
+        elif self.scope not in ROUTE_SCOPES:
+            raise ValueError(f"route scope {self.scope!r} is not one of {', '.join(ROUTE_SCOPES)}")
         object.__setattr__(self, "key", ("route", self.dst.version, self.dst))
 
     def __str__(self) -> str:
         if self.type != "unicast":
             return f"route {self.type} {self.dst}"
-        return f"route {self.dst} via {self.gateway} dev #{self.oif}{' onlink' if self.onlink else ''}"
+        via = f" via {self.gateway}" if self.gateway is not None else ""
+        scope = f" scope {self.scope}" if self.scope != "global" else ""
+        return f"route {self.dst}{via} dev #{self.oif}{' onlink' if self.onlink else ''}{scope}"
 
 
 @dataclass(frozen=True, order=True, slots=True)

@@ -15,7 +15,18 @@ import struct
 
 import trio
 
-from .objects import MAIN_TABLE, ROUTE_TYPES, RTPROT_OVERLAY, FdbEntry, KernelObject, Neighbour, Route, Scope, intern
+from .objects import (
+    MAIN_TABLE,
+    ROUTE_SCOPES,
+    ROUTE_TYPES,
+    RTPROT_OVERLAY,
+    FdbEntry,
+    KernelObject,
+    Neighbour,
+    Route,
+    Scope,
+    intern,
+)
 
 NETLINK_ROUTE = 0
 RTM_GETROUTE, RTM_GETNEIGH = 26, 30
@@ -27,6 +38,7 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 NDA_DST, NDA_LLADDR = 1, 2
 
 TYPE_NAMES = {number: name for name, number in ROUTE_TYPES.items()}
+SCOPE_NAMES = {number: name for name, number in ROUTE_SCOPES.items()}
 
 HEADER = struct.Struct("=IHHII")
 RTMSG = struct.Struct("=BBBBBBBBI")
@@ -65,9 +77,10 @@ def _memo(build, *raw) -> KernelObject:
     return obj
 
 
-def _route(dst: bytes, dst_len: int, gateway: bytes | None, oif: bytes, onlink: bool, rtype: int) -> Route:
+def _route(dst: bytes, dst_len: int, gateway: bytes | None, oif: bytes, onlink: bool, rtype: int,
+           scope: int) -> Route:
     return Route(ipaddress.ip_network((_ip(dst), dst_len)), _ip(gateway) if gateway else None,
-                 struct.unpack("=I", oif)[0] if oif else 0, onlink, TYPE_NAMES[rtype])
+                 struct.unpack("=I", oif)[0] if oif else 0, onlink, TYPE_NAMES[rtype], SCOPE_NAMES[scope])
 
 
 def _fdb(ifindex: int, mac: bytes, dst: bytes) -> FdbEntry:
@@ -88,8 +101,8 @@ def _mac(raw: bytes) -> str:
 
 def parse_routes(data: bytes, out: list[KernelObject]) -> None:
     for offset, end in _frames(data):
-        family, dst_len, _, _, table, proto, _, rtype, flags = RTMSG.unpack_from(data, offset)
-        if proto != RTPROT_OVERLAY or rtype not in TYPE_NAMES:
+        family, dst_len, _, _, table, proto, scope, rtype, flags = RTMSG.unpack_from(data, offset)
+        if proto != RTPROT_OVERLAY or rtype not in TYPE_NAMES or scope not in SCOPE_NAMES:
             continue
         attrs = _attrs(data, offset + RTMSG.size, end)
         if (struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table) != MAIN_TABLE:
@@ -98,7 +111,7 @@ def parse_routes(data: bytes, out: list[KernelObject]) -> None:
             continue
         dst, gateway, oif = attrs[RTA_DST], attrs.get(RTA_GATEWAY), attrs.get(RTA_OIF, b"")
         onlink = bool(flags & RTNH_F_ONLINK)
-        out.append(_memo(_route, dst, dst_len, gateway, oif, onlink, rtype))
+        out.append(_memo(_route, dst, dst_len, gateway, oif, onlink, rtype, scope))
 
 
 def parse_neighbours(data: bytes, devices: tuple[int, ...], out: list[KernelObject]) -> None:
