@@ -4,7 +4,7 @@ namespaces in the same run, rounds interleaved; medians printed as JSON.
 
     sudo .venv/bin/python bench/udp_bench.py [--runs 3] [--secs 3] [--variants vxlan,udp-fast,udp-batch]
 
-Topology (namespaces udt-bench-*, removed at the end, also on failure):
+Topology (namespaces ovu-bench-*, removed at the end, also on failure):
     pa[10.5.1.2] =veth= na[10.5.1.1 | eth0 192.0.2.1] =veth= nb[eth0 192.0.2.2 | 10.5.2.1] =veth= pb[10.5.2.2]
 Pods get the path's MTU as a route MTU (VXLAN 1450, udp 1472). ``fwd_cpu`` is the CPU of both
 forwarder processes (100 = one core), ``cpu_per_gbps`` that divided by the throughput;
@@ -27,7 +27,7 @@ import time
 from overlay_core.lab.netns import add_namespace, delete_namespace, ip, nsexec
 from overlay_udp import control
 
-PA, NA, NB, PB = (f"udt-bench-{n}" for n in ("pa", "na", "nb", "pb"))
+PA, NA, NB, PB = (f"ovu-bench-{n}" for n in ("pa", "na", "nb", "pb"))
 MTU = {"vxlan": 1450, "udp-fast": 1472, "udp-batch": 1472}
 
 
@@ -172,7 +172,7 @@ def main() -> None:
     variants = a.variants.split(",")
     if unknown := set(variants) - set(MTU):
         ap.error(f"unknown variants {sorted(unknown)}; known: {sorted(MTU)}")
-    tmp = f"/tmp/udt-bench-{os.getpid()}"
+    tmp = f"/tmp/ovu-bench-{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
     try:
         print(json.dumps(run(variants, min(a.runs, 20), min(a.secs, 30), tmp), indent=1))

@@ -35,6 +35,7 @@ from .tun import Tun
 log = logging.getLogger("overlay_udp.datapath")
 
 UDP_SEGMENT, UDP_GRO = 103, 104
+_U16_NATIVE = struct.Struct("H")
 BATCH = 64
 MAX_GSO_SEGMENTS = 64
 MAX_UDP_PAYLOAD = 65507
@@ -213,7 +214,7 @@ class FastPath(Datapath):
                 c[DROPS] += 1
 
     def _send_segments(self, segs: packet.Segments, peer: tuple[str, int], c: list[int]) -> None:
-        size, bulk, last = segs.size, segs.bulk, segs.last
+        data, size = segs.data, segs.size
         if not self.udp_gso:
             for p in segs.packets():
                 try:
@@ -223,27 +224,23 @@ class FastPath(Datapath):
                 except OSError as e:
                     self.send_error(e, c, 1)
             return
-        cmsg = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("H", size))]
+        cmsg = [(socket.SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))]
         chunk = min(MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD // size) * size
-        while True:
-            final = len(bulk) + len(last) <= chunk
-            parts = [bulk, last] if final else [bulk[:chunk]]
-            nbytes = sum(len(x) for x in parts)
+        for off in range(0, len(data), chunk):
+            part = data[off:off + chunk]
+            nbytes = len(part)
             count = -(-nbytes // size)
             try:
-                self.sock.sendmsg(parts, cmsg if count > 1 else [], 0, peer)
+                self.sock.sendmsg((part,), cmsg if count > 1 else (), 0, peer)
                 c[TX_PACKETS] += count
                 c[TX_BYTES] += nbytes
             except OSError as e:
                 if e.errno in (errno.EIO, errno.EINVAL) and count > 1:
                     log.warning("UDP segmentation offload refused (%s): sending segments one by one", e.strerror)
                     self.udp_gso = False
-                    self._send_segments(packet.Segments(bulk, size, last), peer, c)
+                    self._send_segments(packet.Segments(data[off:], size), peer, c)
                     return
                 self.send_error(e, c, count)
-            if final:
-                return
-            bulk = bulk[chunk:]
 
     def from_udp(self) -> None:
         ub = self._ubuf
