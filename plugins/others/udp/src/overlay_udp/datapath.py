@@ -168,6 +168,7 @@ class FastPath(Datapath):
         self._tbuf = bytearray(VNET.size + 65535)
         self._ubuf = bytearray(65535)
         self._cmsg_space = socket.CMSG_SPACE(4)
+        self._gso: dict[int, tuple[list, int]] = {}
         self.udp_gso = True
 
     def from_tun(self) -> None:
@@ -224,8 +225,13 @@ class FastPath(Datapath):
                 except OSError as e:
                     self.send_error(e, c, 1)
             return
-        cmsg = [(socket.SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))]
-        chunk = min(MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD // size) * size
+        gso = self._gso.get(size)
+        if gso is None:  # one entry per segment size: the MSS of the flows through this node
+            if len(self._gso) > 64:
+                self._gso.clear()
+            gso = self._gso[size] = ([(socket.SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))],
+                                     min(MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD // size) * size)
+        cmsg, chunk = gso
         for off in range(0, len(data), chunk):
             part = data[off:off + chunk]
             nbytes = len(part)

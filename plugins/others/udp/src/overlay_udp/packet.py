@@ -262,7 +262,7 @@ def _segment_numpy(template: bytearray, ihl: int, payload, mss: int, ip_id: int,
         be16[wrap:, 5] = ip_checksums[k + wrap - 1:k + n - 1]
     last_id = (ip_id + n - 1) & 0xFFFF
     be16[n - 1, 5] = 0xFFFE - (ip_base + last_id + tail - mss + 0xFFFF) % 0xFFFF
-    seqs = np.add(_seq_steps(n, mss), seq, dtype=np.uint32)
+    seqs = _seq_steps(n, mss) + np.uint32(seq)  # uint32: wraps as sequence numbers do
     if size % 4 == 0:
         out.view(">u4")[:, ihl // 4 + 1] = seqs
     else:
@@ -284,36 +284,37 @@ def _segment_numpy(template: bytearray, ihl: int, payload, mss: int, ip_id: int,
 
 # ---------------------------------------------------------------------------------------------- joining
 
-# A join compares the headers of all segments as big-endian 32-bit words (IHL 5, so the TCP header
-# starts at word 5) with the first segment's: XOR, with the IP id and both checksums masked off,
-# must leave nothing but PSH on the last segment (the total length is compared too: full-size
-# segments); the sequence number, subtracted instead, must advance by the MSS per segment.
+# A join compares the headers of all segments with the first segment's as 32-bit words (IHL 5, so
+# the TCP header starts at word 5): XOR, with the IP id, both checksums and the sequence number
+# masked off, must leave nothing but PSH on the last segment (the total length is compared too:
+# full-size segments); the sequence numbers, subtracted, must advance by the MSS per segment.
+# XOR and AND do not care about byte order, so the header words are compared in native order with
+# the big-endian masks reinterpreted: no byte swapping.
 _WORD_MASK = (0xFFFFFFFF, 0x0000FFFF, 0xFFFF0000, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0, 0xFFFFFFFF,
               0xFFFFFFFF, 0x0000FFFF)
-_SEQ_WORD, _FLAGS_WORD, _PSH_IN_WORD = 6, 8, PSH << 16
+_FLAGS_WORD, _PSH_IN_WORD = 8, PSH << 16
 _JOIN_CHECKS: dict[tuple[int, int, int, bool], tuple] = {}
 
 
 def _join_checks(k: int, mss: int, hl: int, last_psh: bool) -> tuple:
-    """Cached (mask, expected differences) for ``k`` segments with ``hl`` header bytes."""
+    """Cached (mask, expected XOR, sequence steps) for ``k`` segments with ``hl`` header bytes."""
     key = (k, mss, hl, last_psh)
     checks = _JOIN_CHECKS.get(key)
     if checks is None:
         if len(_JOIN_CHECKS) > 256:
             _JOIN_CHECKS.clear()
-        words = hl // 4
-        mask = np.full(words, 0xFFFFFFFF, np.uint32)
+        mask = np.full(hl // 4, 0xFFFFFFFF, ">u4")
         mask[:len(_WORD_MASK)] = _WORD_MASK
-        expected = np.zeros((k, words), np.uint32)
-        expected[:, _SEQ_WORD] = np.arange(k, dtype=np.uint32) * np.uint32(mss)
+        expected = np.zeros((k, hl // 4), ">u4")
         if last_psh:
             expected[k - 1, _FLAGS_WORD] = _PSH_IN_WORD
-        checks = _JOIN_CHECKS[key] = (mask, expected)
+        steps = np.arange(k, dtype=np.uint32) * np.uint32(mss)
+        checks = _JOIN_CHECKS[key] = (mask.view(np.uint32), expected.view(np.uint32), steps)
     return checks
 
 
 def _flow_key(p, hl: int) -> bytes:
-    """The header bytes ``_fixed_mask`` compares, for the pure-Python extension of a join."""
+    """The header bytes that must be equal in all segments of a join, for its pure-Python extension."""
     return bytes(p[0:2]) + bytes(p[6:10]) + bytes(p[12:24]) + bytes(p[28:33]) + bytes(p[34:36]) + bytes(p[38:hl])
 
 
@@ -325,7 +326,7 @@ class Joined:
     def __init__(self, header: bytearray, mss: int, flags: int, parts: list, total: int, first_seq: int,
                  open_: bool) -> None:
         self.header, self.hl, self.mss, self.flags = header, len(header), mss, flags
-        self.key = _flow_key(header, self.hl)
+        self.key = b""  # computed by the first extend
         self.parts, self.total = parts, total
         self.next_seq = (first_seq + total) & 0xFFFFFFFF
         self.open = open_  # the last segment was full-size and plain ACK: more may follow
@@ -336,6 +337,8 @@ class Joined:
         if not self.open:
             return False
         hl, seq = self.hl, self.next_seq
+        if not self.key:
+            self.key = _flow_key(self.header, hl)
         segs = [buf[o:o + size] for o in range(0, len(buf), size)]
         for j, p in enumerate(segs):
             last = j == len(segs) - 1
@@ -388,12 +391,12 @@ def join_tcp(buf, size: int) -> Joined | None:
         return None
     rows = np.frombuffer(buf, np.uint8, k * size).reshape(k, size)
     if k > 1:
-        mask, expected = _join_checks(k, mss, hl, last_flags != ACK)
-        words = rows[:, :hl].view(">u4")
+        mask, expected, steps = _join_checks(k, mss, hl, last_flags != ACK)
+        words = rows[:, :hl].view(np.uint32)
         diff = words ^ words[0]
         diff &= mask
-        diff[:, _SEQ_WORD] = words[:, _SEQ_WORD] - words[0, _SEQ_WORD]
-        if (diff != expected).any():
+        seqs = rows[:, 24:28].view(">u4")[:, 0]
+        if (diff != expected).any() or (seqs - seqs[0] != steps).any():
             return None
     parts = [rows[:, hl:].tobytes()]
     seq0 = _U32.unpack_from(buf, 24)[0]
