@@ -17,6 +17,7 @@ because 2**16 == 1 (mod 0xFFFF). That makes a 1400-byte payload sum one C-level 
 
 from __future__ import annotations
 
+import functools
 import struct
 
 try:
@@ -201,18 +202,13 @@ def _seq_steps(n: int, mss: int):
     return steps
 
 
+@functools.cache
 def _tables() -> tuple:
     """Two ramps, built once: ``i & 0xFFFF`` (consecutive IP ids, wrapping, are a slice of it) and
     ``0xFFFE - i % 0xFFFF`` (the checksum of a header whose word sum minus one is i: a slice
     gives the IP checksums of consecutive ids)."""
-    if _TABLES:
-        return _TABLES[0]
     i = np.arange(0x10000 + MAX_NUMPY_SEGMENTS, dtype=np.uint32)
-    _TABLES.append((i.astype(np.uint16), (0xFFFE - i % 0xFFFF).astype(np.uint16)))
-    return _TABLES[0]
-
-
-_TABLES: list[tuple] = []
+    return i.astype(np.uint16), (0xFFFE - i % 0xFFFF).astype(np.uint16)
 
 
 def _segment_numpy(template: bytearray, ihl: int, payload, mss: int, ip_id: int, seq: int,
