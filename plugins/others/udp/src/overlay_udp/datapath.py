@@ -252,7 +252,7 @@ class FastPath(Datapath):
         ub = self._ubuf
         umv = memoryview(ub)
         counters = self.counters
-        joined = None
+        joined = joined_c = None  # a join in progress and the counters of its sender
         try:
             for _ in range(BATCH):
                 n, anc, _, addr = self.sock.recvmsg_into([ub], self._cmsg_space)
@@ -267,19 +267,19 @@ class FastPath(Datapath):
                 c[RX_BYTES] += n
                 data = umv[:n]
                 if joined is not None:
-                    if joined.extend(data, size):
+                    if joined_c is c and joined.extend(data, size):
                         continue
-                    self._write_joined(joined, c)
+                    self._write_joined(joined, joined_c)
                     joined = None
                 if n >= JOIN_MIN_SEGMENTS * size:
-                    joined = join_tcp(data, size)
+                    joined, joined_c = join_tcp(data, size), c
                     if joined is not None:
                         continue
                 for off in range(0, n, size):
                     self.to_tun(data[off:off + size], c)
         finally:
             if joined is not None:
-                self._write_joined(joined, c)
+                self._write_joined(joined, joined_c)
 
     def _write_joined(self, joined: packet.Joined, c: list[int]) -> None:
         vnet, header = joined.vnet_and_header()
