@@ -3,8 +3,16 @@
 namespaces in the same run, rounds interleaved; medians printed as JSON.
 
     sudo .venv/bin/python bench/udp_bench.py [--runs 3] [--secs 3] [--variants vxlan,udp-fast,udp-batch]
+        [--baseline-src DIR]   # adds udp-fast-baseline: the forwarder of an older commit, same run
+    .venv/bin/python bench/udp_bench.py --micro    # CPU per 64 KB of the fast path's packet surgery
 
-Topology (namespaces udt-bench-*, removed at the end, also on failure):
+``--micro`` needs no root and no namespaces: it times, in this process, cutting a 64 KB TCP
+super-packet (46 segments of 1420 bytes, timestamps on) into segments with their checksums, and
+joining the segments back (a UDP_GRO batch of 44, then one of 2, then the virtio-net header), as
+the forwarder does per super-packet; best of several repetitions, so other tenants' load
+inflates it less than the end-to-end figures.
+
+Topology (namespaces ovu-bench-*, removed at the end, also on failure):
     pa[10.5.1.2] =veth= na[10.5.1.1 | eth0 192.0.2.1] =veth= nb[eth0 192.0.2.2 | 10.5.2.1] =veth= pb[10.5.2.2]
 Pods get the path's MTU as a route MTU (VXLAN 1450, udp 1472). ``fwd_cpu`` is the CPU of both
 forwarder processes (100 = one core), ``cpu_per_gbps`` that divided by the throughput;
@@ -20,6 +28,7 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -27,8 +36,8 @@ import time
 from overlay_core.testing.netns import add_namespace, delete_namespace, ip, nsexec
 from overlay_udp import control
 
-PA, NA, NB, PB = (f"udt-bench-{n}" for n in ("pa", "na", "nb", "pb"))
-MTU = {"vxlan": 1450, "udp-fast": 1472, "udp-batch": 1472}
+PA, NA, NB, PB = (f"ovu-bench-{n}" for n in ("pa", "na", "nb", "pb"))
+MTU = {"vxlan": 1450, "udp-fast": 1472, "udp-batch": 1472, "udp-fast-baseline": 1472}
 
 
 def setup() -> None:
@@ -68,7 +77,10 @@ def vxlan_routes(on: bool) -> None:
             ip("route", "del", f"10.5.{j}.0/24", ns=node, check=False)
 
 
-def start_forwarders(path: str, tmp: str) -> list[subprocess.Popen]:
+def start_forwarders(path: str, tmp: str, src: str | None = None) -> list[subprocess.Popen]:
+    """Both forwarders on ``path``; from the package source directory ``src`` instead of the
+    installed one when given (a baseline version of the forwarder, in the same run)."""
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     procs = []
     for i, node, j in ((1, NA, 2), (2, NB, 1)):
         sock = f"{tmp}/ctl{i}.sock"
@@ -76,7 +88,8 @@ def start_forwarders(path: str, tmp: str) -> list[subprocess.Popen]:
                 "--subnet", f"10.5.{i}.0/24", "--mtu", "1472", "--path", path, "--bind", f"192.0.2.{i}",
                 "--route", f"10.5.{j}.0/24=192.0.2.{j}", "--state", f"{tmp}/routes{i}.json"]
         with open(f"{tmp}/fwd{i}.log", "ab") as log:
-            procs.append(subprocess.Popen(["ip", "netns", "exec", node, *argv], stdout=log, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(["ip", "netns", "exec", node, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                          env=env))
         for _ in range(300):
             try:
                 if control.call(sock, "ping")["path"] != path.replace("auto", "fast"):
@@ -127,7 +140,7 @@ def measure(secs: int, pids: list[int]) -> dict:
             if gbps else None}
 
 
-def run(variants: list[str], runs: int, secs: int, tmp: str) -> dict:
+def run(variants: list[str], runs: int, secs: int, tmp: str, baseline: str | None = None) -> dict:
     setup()
     server = subprocess.Popen(["ip", "netns", "exec", PB, "iperf3", "-s", "-B", "10.5.2.2"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -138,7 +151,8 @@ def run(variants: list[str], runs: int, secs: int, tmp: str) -> dict:
             for v in variants:
                 pod_routes(MTU[v])
                 vxlan_routes(v == "vxlan")
-                procs = start_forwarders(v.split("-")[1], tmp) if v.startswith("udp") else []
+                src = baseline if v.endswith("-baseline") else None
+                procs = start_forwarders(v.split("-")[1], tmp, src) if v.startswith("udp") else []
                 try:
                     rows[v].append(measure(secs, [p.pid for p in procs]))
                 finally:
@@ -163,19 +177,59 @@ def run(variants: list[str], runs: int, secs: int, tmp: str) -> dict:
     return result
 
 
+def micro(reps: int = 7, loops: int = 500) -> dict:
+    """Microseconds per 64 KB super-packet of segment_tcp and of join_tcp + extend + header."""
+    from overlay_udp.packet import ACK, PSH, join_tcp, segment_tcp
+    mss = 1420
+    payload = (bytes(range(256)) * 256)[:46 * mss]
+    timestamps = bytes([1, 1, 8, 10, *[0] * 8])
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, 1000, 555, 8 << 4, ACK | PSH, 502, 0, 0) + timestamps
+    packet = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(payload), 7, 0x4000, 64, 6, 0,
+                                   bytes([10, 5, 1, 2]), bytes([10, 5, 2, 2])) + tcp + payload)
+    segs = segment_tcp(packet, mss)
+    wire = memoryview(bytes(segs.data))
+    first, rest = wire[:44 * segs.size], wire[44 * segs.size:]
+
+    def join() -> None:
+        joined = join_tcp(first, segs.size)
+        if joined is None or not joined.extend(rest, segs.size):
+            raise SystemExit("micro: the segments did not join back")
+        joined.vnet_and_header()
+
+    out: dict = {"super_packet_bytes": len(packet), "segments": segs.count}
+    for name, fn in (("segment_us", lambda: segment_tcp(packet, mss)), ("join_us", join)):
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            for _ in range(loops):
+                fn()
+            best = min(best, (time.perf_counter() - t) / loops * 1e6)
+        out[name] = round(best, 1)
+    return {**out, "loadavg": os.getloadavg()[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--secs", type=int, default=3)
     ap.add_argument("--variants", default="vxlan,udp-fast,udp-batch")
+    ap.add_argument("--micro", action="store_true", help="only the CPU cost of segmenting and joining 64 KB")
+    ap.add_argument("--baseline-src", metavar="DIR",
+                    help="also run the fast path from this overlay_udp source directory (variant udp-fast-baseline), "
+                         "e.g. git archive OLD plugins/others/udp/src | tar -x -C /tmp/base")
     a = ap.parse_args()
+    if a.micro:
+        print(json.dumps(micro(), indent=1))
+        return
     variants = a.variants.split(",")
+    if a.baseline_src:
+        variants.append("udp-fast-baseline")
     if unknown := set(variants) - set(MTU):
         ap.error(f"unknown variants {sorted(unknown)}; known: {sorted(MTU)}")
-    tmp = f"/tmp/udt-bench-{os.getpid()}"
+    tmp = f"/tmp/ovu-bench-{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
     try:
-        print(json.dumps(run(variants, min(a.runs, 20), min(a.secs, 30), tmp), indent=1))
+        print(json.dumps(run(variants, min(a.runs, 20), min(a.secs, 30), tmp, a.baseline_src), indent=1))
     finally:
         for ns in (PA, NA, NB, PB):
             delete_namespace(ns)

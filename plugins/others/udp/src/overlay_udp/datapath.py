@@ -35,6 +35,7 @@ from .tun import Tun
 log = logging.getLogger("overlay_udp.datapath")
 
 UDP_SEGMENT, UDP_GRO = 103, 104
+_U16_NATIVE = struct.Struct("H")
 BATCH = 64
 MAX_GSO_SEGMENTS = 64
 MAX_UDP_PAYLOAD = 65507
@@ -167,6 +168,7 @@ class FastPath(Datapath):
         self._tbuf = bytearray(VNET.size + 65535)
         self._ubuf = bytearray(65535)
         self._cmsg_space = socket.CMSG_SPACE(4)
+        self._gso: dict[int, tuple[list, int]] = {}
         self.udp_gso = True
 
     def from_tun(self) -> None:
@@ -213,7 +215,7 @@ class FastPath(Datapath):
                 c[DROPS] += 1
 
     def _send_segments(self, segs: packet.Segments, peer: tuple[str, int], c: list[int]) -> None:
-        size, bulk, last = segs.size, segs.bulk, segs.last
+        data, size = segs.data, segs.size
         if not self.udp_gso:
             for p in segs.packets():
                 try:
@@ -223,33 +225,34 @@ class FastPath(Datapath):
                 except OSError as e:
                     self.send_error(e, c, 1)
             return
-        cmsg = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("H", size))]
-        chunk = min(MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD // size) * size
-        while True:
-            final = len(bulk) + len(last) <= chunk
-            parts = [bulk, last] if final else [bulk[:chunk]]
-            nbytes = sum(len(x) for x in parts)
+        gso = self._gso.get(size)
+        if gso is None:  # one entry per segment size: the MSS of the flows through this node
+            if len(self._gso) > 64:
+                self._gso.clear()
+            gso = self._gso[size] = ([(socket.SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))],
+                                     min(MAX_GSO_SEGMENTS, MAX_UDP_PAYLOAD // size) * size)
+        cmsg, chunk = gso
+        for off in range(0, len(data), chunk):
+            part = data[off:off + chunk]
+            nbytes = len(part)
             count = -(-nbytes // size)
             try:
-                self.sock.sendmsg(parts, cmsg if count > 1 else [], 0, peer)
+                self.sock.sendmsg((part,), cmsg if count > 1 else (), 0, peer)
                 c[TX_PACKETS] += count
                 c[TX_BYTES] += nbytes
             except OSError as e:
                 if e.errno in (errno.EIO, errno.EINVAL) and count > 1:
                     log.warning("UDP segmentation offload refused (%s): sending segments one by one", e.strerror)
                     self.udp_gso = False
-                    self._send_segments(packet.Segments(bulk, size, last), peer, c)
+                    self._send_segments(packet.Segments(data[off:], size), peer, c)
                     return
                 self.send_error(e, c, count)
-            if final:
-                return
-            bulk = bulk[chunk:]
 
     def from_udp(self) -> None:
         ub = self._ubuf
         umv = memoryview(ub)
         counters = self.counters
-        joined = None
+        joined = joined_c = None  # a join in progress and the counters of its sender
         try:
             for _ in range(BATCH):
                 n, anc, _, addr = self.sock.recvmsg_into([ub], self._cmsg_space)
@@ -264,19 +267,19 @@ class FastPath(Datapath):
                 c[RX_BYTES] += n
                 data = umv[:n]
                 if joined is not None:
-                    if joined.extend(data, size):
+                    if joined_c is c and joined.extend(data, size):
                         continue
-                    self._write_joined(joined, c)
+                    self._write_joined(joined, joined_c)
                     joined = None
                 if n >= JOIN_MIN_SEGMENTS * size:
-                    joined = join_tcp(data, size)
+                    joined, joined_c = join_tcp(data, size), c
                     if joined is not None:
                         continue
                 for off in range(0, n, size):
                     self.to_tun(data[off:off + size], c)
         finally:
             if joined is not None:
-                self._write_joined(joined, c)
+                self._write_joined(joined, joined_c)
 
     def _write_joined(self, joined: packet.Joined, c: list[int]) -> None:
         vnet, header = joined.vnet_and_header()

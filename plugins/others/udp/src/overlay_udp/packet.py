@@ -17,8 +17,8 @@ because 2**16 == 1 (mod 0xFFFF). That makes a 1400-byte payload sum one C-level 
 
 from __future__ import annotations
 
+import functools
 import struct
-from dataclasses import dataclass
 
 try:
     import numpy as np
@@ -145,21 +145,20 @@ def _segment_header(template: bytearray, ihl: int, payload_len: int, ip_id: int,
     return h
 
 
-@dataclass(frozen=True)
 class Segments:
-    """The result of segmenting one super-packet.
+    """The result of segmenting one super-packet: every segment back to back in ``data``, each
+    ``size`` bytes except the last, which may be shorter (it carries PSH/FIN). On the wire each
+    segment is one datagram, so ``data`` goes out as UDP_SEGMENT sends of ``size``."""
 
-    ``bulk`` holds ``len(bulk) // size`` segments of exactly ``size`` bytes back to back (possibly
-    none); ``last`` is the final, possibly shorter segment, which carries PSH/FIN. On the wire each
-    segment is one datagram, so ``bulk`` can go out as one UDP_SEGMENT send of ``size``."""
+    __slots__ = ("data", "size", "count")
 
-    bulk: bytes | memoryview
-    size: int
-    last: bytes
+    def __init__(self, data: bytes | memoryview, size: int) -> None:
+        self.data, self.size = data, size
+        self.count = -(-len(data) // size)
 
     def packets(self) -> list[bytes]:
-        b = bytes(self.bulk)
-        return [b[o:o + self.size] for o in range(0, len(b), self.size)] + [self.last]
+        b = bytes(self.data)
+        return [b[o:o + self.size] for o in range(0, len(b), self.size)]
 
 
 def segment_tcp(packet, mss: int, use_numpy: bool = True) -> Segments:
@@ -177,101 +176,141 @@ def segment_tcp(packet, mss: int, use_numpy: bool = True) -> Segments:
     ip_id = template[4] << 8 | template[5]
     seq = _U32.unpack_from(template, ihl + 4)[0]
     flags = template[ihl + 13]
-    n_full = (len(payload) - 1) // mss if payload else 0
-    middle = flags & ~(FIN | PSH)
-    if n_full and use_numpy and np is not None and not mss & 1:
-        bulk = _segment_bulk_numpy(template, ihl, payload, mss, n_full, ip_id, seq, middle)
-    else:
-        bulk = b"".join(_segment_header(template, ihl, mss, ip_id + i, seq + i * mss,
-                                        middle if i == 0 else middle & ~CWR,
-                                        ones_sum(payload[i * mss:(i + 1) * mss])) + payload[i * mss:(i + 1) * mss]
-                        for i in range(n_full))
-    tail = payload[n_full * mss:]
-    last = _segment_header(template, ihl, len(tail), ip_id + n_full, seq + n_full * mss,
-                           flags & ~CWR if n_full else flags, ones_sum(tail)) + tail
-    return Segments(bulk, hl + mss, bytes(last))
+    if mss < len(payload) <= MAX_NUMPY_SEGMENTS * mss and use_numpy and np is not None and not mss & 1:
+        return Segments(_segment_numpy(template, ihl, payload, mss, ip_id, seq, flags), hl + mss)
+    n = max(-(-len(payload) // mss), 1)
+    segments = []
+    for i in range(n):
+        chunk = bytes(payload[i * mss:(i + 1) * mss])
+        f = flags if i == n - 1 else flags & ~(FIN | PSH)
+        f = f if i == 0 else f & ~CWR
+        segments += (_segment_header(template, ihl, len(chunk), ip_id + i, seq + i * mss, f, ones_sum(chunk)), chunk)
+    return Segments(b"".join(segments), hl + mss)
 
 
-_STEPS: dict[tuple[int, int], tuple] = {}
+MAX_NUMPY_SEGMENTS = 4096  # more segments than this (an MSS below 16) go the pure way
+_SEQ_STEPS: dict[tuple[int, int], object] = {}
 
 
-def _steps(n: int, mss: int) -> tuple:
-    """Cached ``arange(n)`` and ``arange(n) * mss``: in uint64 for building, in uint32 for checking."""
-    steps = _STEPS.get((n, mss))
+def _seq_steps(n: int, mss: int):
+    """Cached ``arange(n) * mss`` as uint32 (sequence numbers wrap at 2**32)."""
+    steps = _SEQ_STEPS.get((n, mss))
     if steps is None:
-        if len(_STEPS) > 256:
-            _STEPS.clear()
-        i = np.arange(n, dtype=np.uint64)
-        steps = _STEPS[(n, mss)] = (i, i * mss, (i * mss).astype(np.uint32))
+        if len(_SEQ_STEPS) > 256:
+            _SEQ_STEPS.clear()
+        steps = _SEQ_STEPS[(n, mss)] = np.arange(n, dtype=np.uint32) * np.uint32(mss)
     return steps
 
 
-def _segment_bulk_numpy(template: bytearray, ihl: int, payload, mss: int, n: int, ip_id: int, seq: int,
-                        flags: int) -> memoryview:
-    """The ``n`` full-size segments built as one (n, hl + mss) array; same bytes as the pure path.
+@functools.cache
+def _tables() -> tuple:
+    """Two ramps, built once: ``i & 0xFFFF`` (consecutive IP ids, wrapping, are a slice of it) and
+    ``0xFFFE - i % 0xFFFF`` (the checksum of a header whose word sum minus one is i: a slice
+    gives the IP checksums of consecutive ids)."""
+    i = np.arange(0x10000 + MAX_NUMPY_SEGMENTS, dtype=np.uint32)
+    return i.astype(np.uint16), (0xFFFE - i % 0xFFFF).astype(np.uint16)
 
-    Every numpy call costs a microsecond or two whatever its size, so the constant parts of both
-    checksums are summed once in Python and only ids, sequence numbers and payloads per row."""
+
+def _segment_numpy(template: bytearray, ihl: int, payload, mss: int, ip_id: int, seq: int,
+                   flags: int) -> memoryview:
+    """All segments built in one (n, hl + mss) array, the last row zero-padded (zeros add nothing
+    to a checksum) and cut off in the returned view; same bytes as the pure path.
+
+    Every numpy call costs about a microsecond whatever its size, so the work is arranged for few
+    calls: the header bytes common to all rows are summed once in Python, IP ids and IP checksums
+    are slices of precomputed ramps, the rows differ only in sequence number and payload sum, and
+    the first and last rows (CWR, PSH/FIN, the last row's length) get scalar corrections."""
     hl = len(template)
     size = hl + mss
-    i, offsets, _ = _steps(n, mss)
-    ids = (ip_id + i) & 0xFFFF
-    seqs = (seq + offsets) & 0xFFFFFFFF
-    row = bytearray(template)  # the header every row starts from: its length, the flags of rows 1..n-1
+    n, tail = divmod(len(payload), mss)
+    if tail:
+        n += 1
+    else:
+        tail = mss
+    middle = flags & ~(FIN | PSH | CWR)  # the flags of rows 1 .. n-2
+    last_flags = flags & ~CWR
+    row = bytearray(template)
     _U16.pack_into(row, 2, size)
-    row[ihl + 13] = flags & ~CWR
-    const = bytearray(row)
-    const[4:6] = b"\0\0"
-    const[ihl + 4:ihl + 8] = bytes(4)
-    # ~fold(s) of a sum s >= 1 is 0xFFFE - (s - 1) % 0xFFFF; the "- 1" goes into the constants
-    ip_base = ones_sum(const[:ihl]) - 1
-    tcp_base = ones_sum(const[12:20]) + PROTO_TCP + size - ihl + ones_sum(const[ihl:]) - 1
-    # Payload sums over native little-endian words: x * 256 (mod 0xFFFF) swaps the bytes of a
-    # 16-bit sum, which turns it into the big-endian sum; 32-bit words sum like two 16-bit words.
-    width = 4 if mss % 4 == 0 else 2
-    tcp = np.frombuffer(payload, "<u%d" % width, n * mss // width).reshape(n, -1).sum(axis=1, dtype=np.uint64)
-    tcp *= 256
-    tcp += seqs  # a 32-bit word sums like its two halves, modulo 0xFFFF
-    tcp += tcp_base
-    tcp[0] += flags - (flags & ~CWR)  # CWR stays on the first segment
+    row[ihl + 13] = middle
+    # ~fold(s) of a sum s >= 1 is 0xFFFE - (s - 1) % 0xFFFF; the "- 1" goes into the constants.
+    # The row's id and sequence number are still the first segment's: subtract them from the base.
+    ip_base = (ones_sum(row[:ihl]) - ip_id - 1) % 0xFFFF
+    tcp_base = ones_sum(row[12:20]) + PROTO_TCP + size - ihl + ones_sum(row[ihl:]) - (seq >> 16) - (seq & 0xFFFF) \
+        - 1 + 2 * 0xFFFF
     out = np.empty((n, size), np.uint8)
+    pay = np.frombuffer(payload, np.uint8)
+    full = (n - 1) * mss
+    out[:n - 1, hl:] = pay[:full].reshape(n - 1, mss)
+    out[n - 1, hl:hl + tail] = pay[full:]
+    out[n - 1, hl + tail:] = 0
     out[:, :hl] = np.frombuffer(row, np.uint8)
-    out[:, hl:] = np.frombuffer(payload, np.uint8, n * mss).reshape(n, mss)
-    out[0, ihl + 13] = flags
+    out[0, ihl + 13] = flags & ~(FIN | PSH)
+    out[n - 1, ihl + 13] = last_flags
+    ramp, ip_checksums = _tables()
     be16 = out.view(">u2")
-    be16[:, 2] = ids
+    be16[:, 2] = ramp[ip_id:ip_id + n]
+    be16[n - 1, 1] = hl + tail
+    # IP checksums: the word sum grows by one per row, except where the 16-bit id wraps to 0
+    k = (ip_base + ip_id) % 0xFFFF
+    wrap = min(0x10000 - ip_id, n)
+    be16[:wrap, 5] = ip_checksums[k:k + wrap]
+    if wrap < n:
+        be16[wrap:, 5] = ip_checksums[k + wrap - 1:k + n - 1]
+    last_id = (ip_id + n - 1) & 0xFFFF
+    be16[n - 1, 5] = 0xFFFE - (ip_base + last_id + tail - mss + 0xFFFF) % 0xFFFF
+    seqs = _seq_steps(n, mss) + np.uint32(seq)  # uint32: wraps as sequence numbers do
     if size % 4 == 0:
         out.view(">u4")[:, ihl // 4 + 1] = seqs
     else:
         be16[:, ihl // 2 + 2] = seqs >> 16
-        be16[:, ihl // 2 + 3] = seqs & 0xFFFF
-    ids += ip_base
-    ids %= 0xFFFF
-    be16[:, 5] = 0xFFFE - ids
+        be16[:, ihl // 2 + 3] = seqs
+    # payload sums over native little-endian words: x * 256 (mod 0xFFFF) swaps the bytes of a
+    # 16-bit sum, which turns it into the big-endian sum; 32-bit words sum like two 16-bit words.
+    words = out.view("<u4")[:, hl // 4:] if mss % 4 == 0 else out.view("<u2")[:, hl // 2:]
+    tcp = np.add.reduce(words, axis=1, dtype=np.uint64)
+    tcp *= 256
+    tcp += seqs  # a 32-bit word sums like its two halves, modulo 0xFFFF
+    tcp += tcp_base
+    tcp[0] += (flags & ~(FIN | PSH)) - middle  # CWR stays on the first segment
+    tcp[n - 1] += last_flags - middle + tail - mss + 0xFFFF
     tcp %= 0xFFFF
     be16[:, ihl // 2 + 8] = 0xFFFE - tcp
-    return memoryview(out).cast("B")
+    return memoryview(out).cast("B")[:full + n * hl + tail]
 
 
 # ---------------------------------------------------------------------------------------------- joining
 
-# Header bytes that may differ between segments of one flow (IHL 5): total length, IP id, IP checksum,
-# sequence number, TCP flags and TCP checksum. Everything else must be equal for a join.
-_VARIABLE = (2, 3, 4, 5, 10, 11, 24, 25, 26, 27, 33, 36, 37)
-_MASKS: dict[int, object] = {}
+# A join compares the headers of all segments with the first segment's as 32-bit words (IHL 5, so
+# the TCP header starts at word 5): XOR, with the IP id, both checksums and the sequence number
+# masked off, must leave nothing but PSH on the last segment (the total length is compared too:
+# full-size segments); the sequence numbers, subtracted, must advance by the MSS per segment.
+# XOR and AND do not care about byte order, so the header words are compared in native order with
+# the big-endian masks reinterpreted: no byte swapping.
+_WORD_MASK = (0xFFFFFFFF, 0x0000FFFF, 0xFFFF0000, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0, 0xFFFFFFFF,
+              0xFFFFFFFF, 0x0000FFFF)
+_FLAGS_WORD, _PSH_IN_WORD = 8, PSH << 16
+_JOIN_CHECKS: dict[tuple[int, int, int, bool], tuple] = {}
 
 
-def _fixed_mask(hl: int):
-    mask = _MASKS.get(hl)
-    if mask is None:
-        mask = np.full(hl, 0xFF, np.uint8)
-        mask[list(_VARIABLE)] = 0
-        _MASKS[hl] = mask
-    return mask
+def _join_checks(k: int, mss: int, hl: int, last_psh: bool) -> tuple:
+    """Cached (mask, expected XOR, sequence steps) for ``k`` segments with ``hl`` header bytes."""
+    key = (k, mss, hl, last_psh)
+    checks = _JOIN_CHECKS.get(key)
+    if checks is None:
+        if len(_JOIN_CHECKS) > 256:
+            _JOIN_CHECKS.clear()
+        mask = np.full(hl // 4, 0xFFFFFFFF, ">u4")
+        mask[:len(_WORD_MASK)] = _WORD_MASK
+        expected = np.zeros((k, hl // 4), ">u4")
+        if last_psh:
+            expected[k - 1, _FLAGS_WORD] = _PSH_IN_WORD
+        steps = np.arange(k, dtype=np.uint32) * np.uint32(mss)
+        checks = _JOIN_CHECKS[key] = (mask.view(np.uint32), expected.view(np.uint32), steps)
+    return checks
 
 
 def _flow_key(p, hl: int) -> bytes:
-    """The header bytes ``_fixed_mask`` compares, for the pure-Python extension of a join."""
+    """The header bytes that must be equal in all segments of a join, for its pure-Python extension."""
     return bytes(p[0:2]) + bytes(p[6:10]) + bytes(p[12:24]) + bytes(p[28:33]) + bytes(p[34:36]) + bytes(p[38:hl])
 
 
@@ -283,7 +322,7 @@ class Joined:
     def __init__(self, header: bytearray, mss: int, flags: int, parts: list, total: int, first_seq: int,
                  open_: bool) -> None:
         self.header, self.hl, self.mss, self.flags = header, len(header), mss, flags
-        self.key = _flow_key(header, self.hl)
+        self.key = b""  # computed by the first extend
         self.parts, self.total = parts, total
         self.next_seq = (first_seq + total) & 0xFFFFFFFF
         self.open = open_  # the last segment was full-size and plain ACK: more may follow
@@ -294,6 +333,8 @@ class Joined:
         if not self.open:
             return False
         hl, seq = self.hl, self.next_seq
+        if not self.key:
+            self.key = _flow_key(self.header, hl)
         segs = [buf[o:o + size] for o in range(0, len(buf), size)]
         for j, p in enumerate(segs):
             last = j == len(segs) - 1
@@ -333,25 +374,28 @@ def join_tcp(buf, size: int) -> Joined | None:
     shorter) when they are consecutive full-size segments of one TCP flow with IHL 5, plain ACKs
     except a final ACK|PSH, TTL > 1; None when they are not (the caller then writes them one by one).
 
-    Needs numpy: the per-segment comparisons are one vector operation per field."""
+    Needs numpy: all full-size headers are checked in a handful of vector operations."""
     k, n = divmod(len(buf), size)
-    if k < 1 or size < 41 or buf[0] != 0x45 or buf[9] != PROTO_TCP or buf[8] <= 1:
+    if k < 1 or size < 41 or buf[0] != 0x45 or buf[9] != PROTO_TCP or buf[8] <= 1 or (buf[2] << 8 | buf[3]) != size:
         return None
     hl = 20 + (buf[32] >> 4) * 4
     if hl < 40 or hl >= size or 0 < n <= hl:
         return None
     mss = size - hl
-    rows = np.frombuffer(buf, np.uint8, k * size).reshape(k, size)
-    heads = rows[:, :hl]
-    flags = heads[:, 33]
-    last_flags = int(flags[-1])
-    seq0 = _U32.unpack_from(buf, 24)[0]
-    if (((heads ^ heads[0]) & _fixed_mask(hl)).any() or (flags[:-1] != ACK).any()
-            or last_flags not in ((ACK,) if n else (ACK, ACK | PSH))
-            or (heads.view(">u2")[:, 1] != size).any()
-            or ((heads.view(">u4")[:, 6].astype(np.uint32) - np.uint32(seq0)) != _steps(k, mss)[2]).any()):
+    last_flags = buf[(k - 1) * size + 33]
+    if (buf[33] != ACK and k > 1) or last_flags not in ((ACK,) if n else (ACK, ACK | PSH)):
         return None
+    rows = np.frombuffer(buf, np.uint8, k * size).reshape(k, size)
+    if k > 1:
+        mask, expected, steps = _join_checks(k, mss, hl, last_flags != ACK)
+        words = rows[:, :hl].view(np.uint32)
+        diff = words ^ words[0]
+        diff &= mask
+        seqs = rows[:, 24:28].view(">u4")[:, 0]
+        if (diff != expected).any() or (seqs - seqs[0] != steps).any():
+            return None
     parts = [rows[:, hl:].tobytes()]
+    seq0 = _U32.unpack_from(buf, 24)[0]
     if n:
         tail = buf[k * size:]
         if (_U16.unpack_from(tail, 2)[0] != n or tail[33] not in (ACK, ACK | PSH)
