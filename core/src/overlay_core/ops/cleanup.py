@@ -170,7 +170,7 @@ class NodeCleanup:
                 continue
             for obj in objects:
                 shown, kind = str(obj), reconcile.kind(obj)
-                shown = shown if shown.startswith(kind) else f"{kind} {shown}"
+                shown = shown if kind.startswith(shown.split(" ", 1)[0]) else f"{kind} {shown}"  # "neigh …" is said
                 items.append(Item(f"{shown} ({target.name})", _converge_away(target, obj)))
         return items
 
