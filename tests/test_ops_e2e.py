@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from overlay_core.lab.etcdserver import EtcdServer
@@ -118,7 +119,7 @@ def test_doctor_finds_each_injected_fault(ops_lab):
     worst = {name: levels(checks, name) for name in checks}
     assert code == 0, worst
     peers = text(checks, "peers")
-    assert "1 peers answer ping" in peers and "UDP 8472 itself cannot be probed" in peers
+    assert "1 peer answers ping" in peers and "UDP 8472 itself cannot be probed" in peers
     assert "vxlan works" in text(checks, "kernel") and "pid" in text(checks, "agent")
 
     sh(n1, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
@@ -216,5 +217,27 @@ def test_cleanup_removes_ours_and_nothing_else(ops_lab):
     assert key not in leases(lab) and lab.readyz(n2)[1]["subnet"].replace("/", "-") in leases(lab)
 
     again = ops(lab, n1, "cleanup", "--release-lease")
+    assert again.returncode == 0 and again.stdout.startswith("nothing of overlay's found"), again.stdout
+    assert "removed" not in again.stdout
+
+
+def test_cleanup_stops_the_recorded_helper_and_removes_its_device(ops_lab):
+    """udp: the forwarder (a supervised helper that outlives the agent) and its TUN device."""
+    lab = ops_lab
+    lab.up(nodes=2, backend="udp")
+    n1 = lab.node(1)
+    helper = lab.readyz(n1)[1]["helpers"]["udp-forwarder-flannel0"]["pid"]
+    lab.stop_agent(n1)
+    assert os.path.exists(f"/proc/{helper}")  # it carries the data path while the agent is away
+
+    done = ops(lab, n1, "cleanup")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"removed helper process udp-forwarder-flannel0 (pid {helper})" in done.stdout
+    assert "removed device flannel0 (tun)" in done.stdout
+    assert not os.path.exists(f"/proc/{helper}") or open(f"/proc/{helper}/stat").read().split(") ")[1][0] == "Z"
+    assert "flannel0" not in ip("link", "show", ns=n1.ns)
+    assert list(Path(lab.node_dir(n1), "state", "helpers").glob("*.json")) == []  # its record is gone
+
+    again = ops(lab, n1, "cleanup")
     assert again.returncode == 0 and again.stdout.startswith("nothing of overlay's found"), again.stdout
     assert "removed" not in again.stdout

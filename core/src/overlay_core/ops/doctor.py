@@ -343,7 +343,8 @@ def check_peers(view: NodeView, pinger: Callable[[str], bool] = ping) -> list[Ch
                          f"public IP: {', '.join(silent[:10])}{udp}",
                          "check the underlay route and firewalls between the nodes (ICMP may also be filtered)"))
     else:
-        out.append(Check("peers", "ok", f"{len(checked)} peers{more} answer ping at their public IP{udp}"))
+        noun = "peer answers" if len(checked) == 1 else "peers answer"
+        out.append(Check("peers", "ok", f"{len(checked)} {noun}{more} ping at their public IP{udp}"))
     return out
 
 
@@ -361,7 +362,8 @@ def check_kernel(view: NodeView, prober: Callable[[str], tuple[bool, str]] = pro
         results = {f: prober(f) for f in caps.kernel_features_any}
         working = [f for f, (ok, _) in results.items() if ok]
         if working:
-            out.append(Check("kernel", "ok", f"{' and '.join(working)} work ({backend} needs one of "
+            verb = "works" if len(working) == 1 else "work"
+            out.append(Check("kernel", "ok", f"{' and '.join(working)} {verb} ({backend} needs one of "
                              f"{', '.join(caps.kernel_features_any)})"))
         else:
             reasons = "; ".join(f"{f}: {why}" for f, (_, why) in results.items())
