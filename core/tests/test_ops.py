@@ -45,6 +45,13 @@ def test_status_without_watch_lag_or_peers_and_not_ready():
     assert lines[-1] == "peers    none"
 
 
+def test_status_shows_supervised_helpers():
+    facts = {**FACTS, "helpers": {"wireguard-go-flannel-wg": {"pid": 7, "state": "running", "restarts": 1,
+                                                              "since": 0.0, "adopted": True}}}
+    lines = status.render(status.summary(True, facts, now=0.0))
+    assert lines[3] == "helper   wireguard-go-flannel-wg  running  pid 7  1 restart  (adopted)"
+
+
 @pytest.mark.parametrize("seconds, shown", [(5, "5s"), (65, "1m05s"), (3720, "1h02m"), (90000, "1d01h"), (-5, "-5s")])
 def test_duration(seconds, shown):
     assert status.duration(seconds) == shown
@@ -207,3 +214,19 @@ def test_config_from_subnet_file(tmp_path):
     path.write_text("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.1.1/24\nFLANNEL_IPV6_NETWORK=2001:db8:10::/48\n")
     config = config_from_subnet_file(str(path))
     assert str(config.network) == "10.5.0.0/16" and str(config.ipv6_network) == "2001:db8:10::/48"
+
+
+async def test_doctor_names_a_recorded_device_another_program_replaced(tmp_path):
+    from overlay_core.agent_options import AgentOptions
+    from overlay_core.ops.context import StoreView
+
+    merge_record(tmp_path / "devices.json", {RecordedDevice("flannel.1", "vxlan")})
+    view = doctor.NodeView(AgentOptions(state_dir=str(tmp_path)), StoreView(), None, {}, None, None,
+                           agents=[probes.AgentProcess(42, "overlay-core run")])
+    await doctor._recorded_devices(view, AnsweringNetlink(LinkInfo(5, "flannel.1", None, "bridge")))
+    assert view.devices == [] and view.replaced == ["flannel.1 (now bridge, overlay made vxlan)"]
+    [check] = doctor.check_agents(view)
+    assert check.level == "warn" and "replaced by another program: flannel.1" in check.message
+    view.replaced = []
+    await doctor._recorded_devices(view, AnsweringNetlink(LinkInfo(5, "flannel.1", None, "vxlan")))
+    assert view.devices == ["flannel.1"] and doctor.check_agents(view)[0].level == "ok"

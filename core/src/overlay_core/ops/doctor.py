@@ -24,6 +24,7 @@ from ..agent_options import AgentOptions
 from ..backend import Capabilities
 from ..config import NetworkConfig
 from ..dataplane.device_record import read_record
+from ..dataplane.links import read_link
 from ..dataplane.netlink import Netlink
 from ..errors import OverlayError
 from ..iface import Snapshot, read_interfaces, select_interface
@@ -67,7 +68,8 @@ class NodeView:
     backend_error: str = ""
     ruleset: dict[str, Any] | None = None
     ruleset_error: str = ""
-    devices: list[str] = field(default_factory=list)  # recorded devices that exist now
+    devices: list[str] = field(default_factory=list)  # recorded devices that exist now, as recorded
+    replaced: list[str] = field(default_factory=list)  # recorded names now used by another kind of device
     agents: list[probes.AgentProcess] = field(default_factory=list)
 
 
@@ -78,10 +80,12 @@ async def gather(options: AgentOptions) -> NodeView:
         _, report = await trio.to_thread.run_sync(read_report, options.healthz_ip, options.healthz_port)
     except OverlayError:
         report = None
-    view = NodeView(options, store, config, subnetfile.read(options.subnet_file), report, None)
+    subnet_env = await trio.to_thread.run_sync(subnetfile.read, options.subnet_file)
+    view = NodeView(options, store, config, subnet_env, report, None)
     netlink = Netlink()
     try:
         view.snapshot = await read_interfaces(netlink, options.iface.can_reach)
+        await _recorded_devices(view, netlink)
     finally:
         netlink.close()
     if config is not None:
@@ -101,10 +105,18 @@ async def gather(options: AgentOptions) -> NodeView:
         view.ruleset = await trio.to_thread.run_sync(nft_inspect.read_ruleset)
     except (OSError, ValueError) as exc:
         view.ruleset_error = str(exc)
-    names = {link.name for link in view.snapshot.links}
-    view.devices = [d.name for d in read_record(device_record_path(options)) if d.name in names]
     view.agents = await trio.to_thread.run_sync(probes.agents_here)
     return view
+
+
+async def _recorded_devices(view: NodeView, netlink: Netlink) -> None:
+    """Devices overlay made (the state dir's record) that exist as made, or under another kind."""
+    for device in await trio.to_thread.run_sync(read_record, device_record_path(view.options)):
+        info = await netlink.call(lambda ipr, name=device.name: read_link(ipr, name))
+        if info is not None and info.kind == device.kind:
+            view.devices.append(device.name)
+        elif info is not None:
+            view.replaced.append(f"{device.name} (now {info.kind or 'a plain device'}, overlay made {device.kind})")
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -130,6 +142,10 @@ def check_agents(view: NodeView) -> list[Check]:
     if agents[0].program == "flanneld":
         return [Check("agent", "fail", f"Flannel runs here: {listing}",
                       "stop flanneld before running overlay on this node (they use the same devices and rules)")]
+    if view.replaced:
+        return [Check("agent", "warn", f"devices overlay made were replaced by another program: "
+                      f"{', '.join(view.replaced)}", "find what made them; the agent replaces them again, "
+                      "and the two fight")]
     state = "" if view.report is None else "; it answers on its health port"
     return [Check("agent", "ok", f"{listing}{state}")]
 

@@ -74,6 +74,7 @@ def summary(ready: bool, facts: dict[str, Any], now: float | None = None) -> dic
         "store": {"endpoints": store.get("endpoints"), "connected": store.get("connected"),
                   "since": store.get("since"), "revision": store.get("revision"),
                   **({"watch_lag": store["watch_lag"]} if "watch_lag" in store else {})},
+        "helpers": facts.get("helpers", {}),
         "peers": peer_rows(facts),
     }
 
@@ -97,6 +98,11 @@ def render(info: dict[str, Any]) -> list[str]:
         f"store    {_cell(store['endpoints'])}  {connection}  revision {_cell(store['revision'])}"
         + (f"  watch lag {_cell(store['watch_lag'])}" if "watch_lag" in store else ""),
     ]
+    for name, helper in sorted(info.get("helpers", {}).items()):
+        restarts = helper.get("restarts", 0)
+        adopted = "  (adopted)" if helper.get("adopted") else ""
+        lines.append(f"helper   {name}  {helper.get('state')}  pid {_cell(helper.get('pid'))}  "
+                     f"{restarts} restart{'' if restarts == 1 else 's'}{adopted}")
     peers = info["peers"]
     if not peers:
         return [*lines, "peers    none"]
