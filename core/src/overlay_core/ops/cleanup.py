@@ -55,7 +55,8 @@ NFT_TABLES = (("ip", "flannel-ipv4"), ("ip6", "flannel-ipv6"))
 
 @dataclass
 class Item:
-    """One thing of ours found on the node, and how to remove it."""
+    """One thing of ours found on the node, and how to remove it. ``remove`` may answer False:
+    the thing went away meanwhile (a TUN device with its helper process)."""
 
     what: str
     remove: Callable[[], Awaitable[Any]]
@@ -124,11 +125,13 @@ class NodeCleanup:
                 outcome.removed.append(item.what)
                 continue
             try:
-                await item.remove()
+                done = await item.remove()
             except (OSError, OverlayError) as exc:
                 outcome.failed.append(f"{item.what}: {exc}")
+            except Exception as exc:  # a backend target's own error type: reported, the rest still goes
+                outcome.failed.append(f"{item.what}: {type(exc).__name__}: {exc}")
             else:
-                outcome.removed.append(item.what)
+                outcome.removed.append(item.what if done is not False else f"{item.what}: gone already")
         if not dry_run and not outcome.failed:
             await self.supervisor.cleanup()  # records of helpers that are gone already
             await trio.to_thread.run_sync(_unlink_quietly, device_record_path(self.options))
@@ -211,10 +214,12 @@ class NodeCleanup:
                 for name, pid in self.supervisor.recorded().items()]
 
     def _delete_device(self, device: RecordedDevice) -> Callable[[], Awaitable[Any]]:
-        def delete(ipr) -> None:
+        def delete(ipr) -> bool:
             info = read_link(ipr, device.name)
-            if info is not None and info.kind == device.kind:  # gone with its helper, or still ours
-                ipr.link("del", index=info.index)
+            if info is None or info.kind != device.kind:  # gone with its helper (or replaced meanwhile)
+                return False
+            ipr.link("del", index=info.index)
+            return True
 
         return lambda: self.netlink.call(delete)
 
@@ -252,30 +257,33 @@ class NodeCleanup:
         if v4 is None and v6 is None:
             self.notes.append(f"--release-lease: {self.options.subnet_file} names no subnet: no lease to release")
             return []
-        store = EtcdStore(self.options.etcd)
         key = Keys(self.options.prefix).subnets + make_subnet_key(v4, v6)
+        store = EtcdStore(self.options.etcd)
         try:
             with trio.fail_after(10):
                 kv = await store.get(key)
         except (OverlayError, trio.TooSlowError):
-            store.close()
             raise OverlayError(f"--release-lease needs etcd at {self.options.etcd.label()}, which does not "
                                "answer; run cleanup again once it does, or without --release-lease") from None
-        if kv is None:
+        finally:
             store.close()
+        if kv is None:
             return []
         lease = lease_from_kv(kv.key, kv.value, kv.mod_revision, kv.lease_id)
         public = [ip for ip in (lease.attrs.public_ip, lease.attrs.public_ipv6) if ip is not None and int(ip)]
         if not any(link.has(ip) for link in snapshot.links for ip in public):
-            store.close()
             self.notes.append(f"lease {key} names {', '.join(map(str, public)) or 'no address'}, not an address "
                               "of this node: left in etcd")
             return []
 
         async def release() -> None:
+            store = EtcdStore(self.options.etcd)
             try:
-                if not await store.delete(key, expect_revision=kv.mod_revision):
-                    raise OverlayError("it changed meanwhile; run cleanup again")
+                with trio.fail_after(10):
+                    if not await store.delete(key, expect_revision=kv.mod_revision):
+                        raise OverlayError("it changed meanwhile; run cleanup again")
+            except trio.TooSlowError:
+                raise OverlayError("etcd did not answer within 10 s") from None
             finally:
                 store.close()
 
