@@ -98,6 +98,7 @@ def test_status_shows_lease_store_and_peers(ops_lab):
     assert info["lease"]["subnet"] == own and info["lease"]["backend"] == "vxlan"
     assert 0 < info["lease"]["expires_in"] <= 86400
     assert info["store"]["connected"] is True and info["store"]["revision"] > 0
+    assert info["store"]["endpoint"] == lab.etcd_endpoints  # the one in use (a single member here)
     assert [(p["subnet"], p["public_ip"], p["state"], p["mode"]) for p in info["peers"]] == [
         (facts2["subnet"], "192.0.2.2", "programmed", "vxlan")]
 

@@ -24,8 +24,8 @@ FACTS = {
 def test_status_summary_and_table():
     info = status.summary(True, FACTS, now=1000.0)
     assert info["lease"]["expires_in"] == 3 * 3600 + 120
-    assert info["store"] == {"endpoints": "http://192.0.2.100:2379", "connected": True, "since": 1.0,
-                             "revision": 42, "watch_lag": 3}
+    assert info["store"] == {"endpoint": None, "endpoints": "http://192.0.2.100:2379", "connected": True,
+                             "since": 1.0, "revision": 42, "watch_lag": 3}
     lines = status.render(info)
     assert lines[0] == "agent    ready"
     assert "10.5.1.0/24  backend wireguard  public IP 192.0.2.1  expires in 3h02m" in lines[1]
@@ -37,11 +37,13 @@ def test_status_summary_and_table():
 
 
 def test_status_without_watch_lag_or_peers_and_not_ready():
-    facts = {**FACTS, "store": {"connected": False, "endpoints": "e", "revision": 0}, "peer_leases": {},
+    facts = {**FACTS, "store": {"connected": False, "endpoints": "http://a:2379,http://b:2379",
+                                "endpoint": "http://b:2379", "revision": 0}, "peer_leases": {},
              "peer_status": {}, "reservation": True, "not_ready": "cloud API unreachable"}
     lines = status.render(status.summary(False, facts, now=0.0))
     assert lines[0] == "agent    NOT READY (cloud API unreachable)"
-    assert "expires never (reservation)" in lines[1] and "DISCONNECTED" in lines[2] and "watch lag" not in lines[2]
+    assert "expires never (reservation)" in lines[1] and "watch lag" not in lines[2]
+    assert lines[2].startswith("store    http://b:2379  DISCONNECTED")
     assert lines[-1] == "peers    none"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 def node_report(agent) -> dict[str, Any]:
     """The facts of a running agent: phase, store connection, lease, peers, helpers, rejected
     leases, config problems, and whatever the plugins add (``overlay_report``, ``overlay_peer_status``)."""
-    store = {**agent.store.state(), "revision": agent.peer_set.revision}
+    store = {**agent.store.state(), "endpoint": agent.store.endpoint_in_use(), "revision": agent.peer_set.revision}
     facts: dict[str, Any] = {"phase": agent.phase, "store": store, **agent.config_watch.report()}
     node = agent.node
     if node is None:

@@ -71,7 +71,8 @@ def summary(ready: bool, facts: dict[str, Any], now: float | None = None) -> dic
                   "backend": facts.get("backend"), "public_ip": facts.get("public_ip"),
                   "reservation": facts.get("reservation", False), "expires_at": expires,
                   "expires_in": None if expires is None else round(expires - now, 1)},
-        "store": {"endpoints": store.get("endpoints"), "connected": store.get("connected"),
+        "store": {"endpoint": store.get("endpoint"), "endpoints": store.get("endpoints"),
+                  "connected": store.get("connected"),
                   "since": store.get("since"), "revision": store.get("revision"),
                   **({"watch_lag": store["watch_lag"]} if "watch_lag" in store else {})},
         "helpers": facts.get("helpers", {}),
@@ -95,7 +96,8 @@ def render(info: dict[str, Any]) -> list[str]:
         f"agent    {state}",
         f"lease    {subnets}  backend {_cell(lease['backend'])}  public IP {_cell(lease['public_ip'])}  "
         f"expires {expiry}",
-        f"store    {_cell(store['endpoints'])}  {connection}  revision {_cell(store['revision'])}"
+        f"store    {_cell(store.get('endpoint') or store['endpoints'])}  {connection}  "
+        f"revision {_cell(store['revision'])}"
         + (f"  watch lag {_cell(store['watch_lag'])}" if "watch_lag" in store else ""),
     ]
     for name, helper in sorted(info.get("helpers", {}).items()):
