@@ -78,6 +78,9 @@ class Capabilities:
     ``survives_restart`` is False for a data path that stops with the agent; ``restart_note``
     then says why (the kit reports it as the documented exemption). ``repairs_drift`` is False
     when the backend cannot see what it programmed (shell commands): nothing to repair from.
+    ``udp_port``: the UDP port peers send this node's traffic to (0: none, or not declared) and
+    ``udp_port_key`` the ``Backend`` key that overrides it ("" when fixed); ``doctor`` looks for
+    local firewall drops of that port.
     """
 
     ipv6: bool = False
@@ -89,6 +92,8 @@ class Capabilities:
     survives_restart: bool = True
     restart_note: str = ""
     repairs_drift: bool = True
+    udp_port: int = 0
+    udp_port_key: str = ""
 
     def __post_init__(self) -> None:
         unknown = set(self.kernel_features + self.kernel_features_any) - set(KERNEL_FEATURES)

@@ -235,6 +235,12 @@ class EtcdStore:
     def close(self) -> None:
         self._reset()
 
+    def endpoint_in_use(self) -> str | None:
+        """The endpoint the client talks to now (``http://192.0.2.100:2379``); None before the first call."""
+        client = self._client
+        endpoint = client.endpoint_in_use if client is not None else None
+        return f"{endpoint.protocol}://{endpoint.netloc}" if endpoint is not None else None
+
     # -- key/value -----------------------------------------------------------------------
 
     async def get(self, key: str) -> KV | None:
