@@ -75,6 +75,8 @@ class Agent:
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
         self.metrics.registry.register(PeerStatusCollector(self._peer_statuses))
+        self.metrics.watch_lag.set_function(self.watch_lag)
+        self.metrics.store_revision.set_function(lambda: self.store.revision)
         self.store.on_state = self._store_state
 
     def _retry(self, what, fn):
@@ -86,6 +88,11 @@ class Agent:
     def _store_state(self, connected: bool) -> None:
         self.metrics.etcd_connected.set(1 if connected else 0)
         self.metrics.etcd_state_since.set(self.store.since)
+
+    def watch_lag(self) -> int:
+        """Watch lag in revisions: the latest store revision seen in any answer minus the last one
+        applied to the peer set (0 when caught up; grows while responses wait or hooks are slow)."""
+        return max(0, self.store.revision - self.peer_set.revision)
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -161,7 +168,8 @@ class Agent:
             await trio.sleep(RECONCILE_DEBOUNCE)  # let a burst of kernel events settle
             self._reconcile_now = trio.Event()
             self.metrics.reconciles.inc()
-            await self.hooks.reconcile(self.accepted_peers(), self.node)
+            with self.metrics.reconcile_seconds.time():
+                await self.hooks.reconcile(self.accepted_peers(), self.node)
             await self.config_watch.check(self.node.config)
 
     # -- setup steps -------------------------------------------------------------------------

@@ -289,6 +289,7 @@ class PeerWatcher:
     async def _consume(self, recv: trio.MemoryReceiveChannel) -> None:
         async with recv:
             async for first in recv:
+                arrived = trio.current_time()
                 self._up()
                 responses = [first]
                 while True:
@@ -296,21 +297,26 @@ class PeerWatcher:
                         responses.append(recv.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await self._deliver(responses)
+                if await self._deliver(responses) and self.metrics:
+                    self.metrics.event_seconds.observe(trio.current_time() - arrived)
 
-    async def _deliver(self, responses: list[tuple[int, list[WatchEvent]]]) -> None:
-        """Hand the events to the hooks in revision order. An event about the key we hold goes to
-        ``on_own`` the moment it is reached; if that moved us off the key, the same event (and
-        every later one about that key) is a peer event."""
+    async def _deliver(self, responses: list[tuple[int, list[WatchEvent]]]) -> bool:
+        """Hand the events to the hooks in revision order; True when any peer batch was delivered.
+        An event about the key we hold goes to ``on_own`` the moment it is reached; if that moved
+        us off the key, the same event (and every later one about that key) is a peer event."""
         events, header = _flatten(responses)
+        delivered = False
         while True:
             batch, own = self.peer_set.step(events)
             if batch:
                 await self.on_batch(batch, False)
+                delivered = True
             if own is None:
                 break
             await self.on_own(own)
             released = self.peer_set.release(own)
             if released:
                 await self.on_batch(released, False)
+                delivered = True
         self.peer_set.revision = max(self.peer_set.revision, header)
+        return delivered

@@ -8,7 +8,8 @@ from typing import Any
 def node_report(agent) -> dict[str, Any]:
     """The facts of a running agent: phase, store connection, lease, peers, helpers, rejected
     leases, config problems, and whatever the plugins add (``overlay_report``, ``overlay_peer_status``)."""
-    facts: dict[str, Any] = {"phase": agent.phase, "store": agent.store.state(), **agent.config_watch.report()}
+    store = {**agent.store.state(), "applied_revision": agent.peer_set.revision, "watch_lag": agent.watch_lag()}
+    facts: dict[str, Any] = {"phase": agent.phase, "store": store, **agent.config_watch.report()}
     node = agent.node
     if node is None:
         return facts
