@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from ._version import __version__
 from .agent_options import AgentOptions
 from .backend import Backend, LeaseRequest, Node
 from .builtin import BlackholeRoutes, FirewallRules, SubnetFile
@@ -233,6 +234,10 @@ class Agent:
             LOGGER.info("network config: %s", config.shown())  # credentials masked
             firewall, subnet_file = self._register_builtins(services)
             node = await self._start_backend(config, services)
+            LOGGER.info("overlay-core %s: backend %s, store %s (prefix %s), node %s on %s", __version__,
+                        config.backend_type, self.options.etcd.label(), self.options.prefix,
+                        " ".join(str(a) for a in (node.iface.public_ip, node.iface.public_ipv6) if a),
+                        node.iface.name)
             await firewall.open(config)  # a precondition: checked before anything is written to the store
             attrs = await self._lease_attrs(node)
             self.phase = "acquiring-lease"
