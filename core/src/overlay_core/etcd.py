@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import grpc
@@ -66,6 +67,15 @@ class WatchEvent:
     value: bytes | None
     mod_revision: int
     lease_id: int = 0
+
+
+class WatchResponse(NamedTuple):
+    """One answer of a watch: etcd's header revision, its events, and when the agent received it
+    (trio clock; the start of the event-to-programmed latency)."""
+
+    revision: int
+    events: list[WatchEvent]
+    received: float
 
 
 @dataclass(frozen=True)
@@ -356,12 +366,12 @@ class EtcdStore:
         self,
         prefix: str,
         start_revision: int,
-        send: trio.MemorySendChannel[tuple[int, list[WatchEvent]]],
+        send: trio.MemorySendChannel[WatchResponse],
         *,
         on_created: Callable[[], None] | None = None,
         task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Stream ``(header revision, events)`` for ``prefix`` from ``start_revision`` into ``send``.
+        """Stream a ``WatchResponse`` per answer for ``prefix`` from ``start_revision`` into ``send``.
 
         Returns only by raising: ``WatchCompacted`` when etcd compacted past
         ``start_revision``, ``StoreUnavailable`` when the stream broke. Cancellation stops the
@@ -400,7 +410,7 @@ class EtcdStore:
 
         async def forward(response: tuple[int, list[WatchEvent]]) -> None:
             self.saw(response[0])  # before queueing: a response waiting in the channel counts as lag
-            await send.send(response)
+            await send.send(WatchResponse(*response, trio.current_time()))
 
         def pump() -> BaseException | None:
             try:

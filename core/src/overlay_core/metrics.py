@@ -101,7 +101,8 @@ class Metrics:
         )
         self.event_seconds = Histogram(
             "overlay_event_to_programmed_seconds",
-            "From the agent receiving a watch response with peer changes to every hook having programmed them",
+            "From the agent receiving a watch response with peer changes (queueing included) to every hook having "
+            "programmed them",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
         )
 
