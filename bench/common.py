@@ -148,9 +148,11 @@ class Agent:
              "--healthz-ip=127.0.0.1", *extra], stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
         return cls(proc, started, log)
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, accept: str = "") -> tuple[int, bytes]:
+        headers = {"Accept": accept} if accept else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{HEALTH}{path}", headers=headers)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{HEALTH}{path}", timeout=5) as resp:
+            with urllib.request.urlopen(request, timeout=5) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, b""

@@ -118,7 +118,7 @@ def test_ipv4_ping_matrix_devices_keys_and_status(lab):
     assert status["endpoint"] == f"{n2.ip}:51820" and status["handshake_age_s"] < 60 and status["rx_bytes"] > 0
     metrics = http_get(n1.ns, "127.0.0.1", HEALTH_PORT, "/metrics")[1].decode()
     assert 'overlay_peers_by_state{state="up"} 2.0' in metrics and "overlay_peer_rx_bytes{peer=" in metrics
-    assert "overlay_peer_handshake_age_s{peer=" in metrics
+    assert "overlay_peer_handshake_age_seconds{peer=" in metrics
     assert_no_secrets(lab, PSK)
 
 

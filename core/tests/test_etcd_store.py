@@ -59,7 +59,7 @@ async def test_watch_streams_then_reports_compaction(store, etcd_prefix):
         async with trio.open_nursery() as nursery:
             await nursery.start(store.watch, etcd_prefix + "/", rev, send)
             while len(got) < 3:
-                _, events = await recv.receive()
+                events = (await recv.receive()).events
                 got += [(e.key.rsplit("/", 1)[1], e.value) for e in events]
             nursery.cancel_scope.cancel()
     assert got == [("a", b"1"), ("b", b"2"), ("a", None)]

@@ -167,3 +167,22 @@ async def test_tls_with_client_certificates(etcd_factory, pki):
         await plain.get("/tls/k")
     for s in (good, no_cert, plain):
         s.close()
+
+
+async def test_store_revision_seen_and_event_latency_for_watch_lag(shared_etcd, etcd_prefix):
+    store = EtcdStore(EtcdOptions(endpoints=(shared_etcd.url,)))
+    subnets = etcd_prefix + "/subnets/"
+    rec, metrics = Recorder(), Metrics()
+    watcher = PeerWatcher(store, subnets, PeerSet(), rec.on_batch, rec.on_own, metrics)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        written = await store.put(subnets + "10.5.2.0-24", value("192.0.2.2"))
+        assert store.revision == written  # seen from the put's answer, whether or not the watch applied it yet
+        await rec.wait_for(lambda f: ("add", "10.5.2.0-24") in f)
+        with trio.fail_after(10):
+            while watcher.peer_set.revision < written:
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    assert store.revision == watcher.peer_set.revision == written  # caught up: lag 0
+    assert metrics.event_seconds._sum.get() > 0 and store.state()["revision"] == written
+    store.close()

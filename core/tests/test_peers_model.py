@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from overlay_core.etcd import KV, WatchEvent
+from overlay_core.etcd import KV, WatchEvent, WatchResponse
 from overlay_core.lease import LeaseAttrs
 from overlay_core.peers import OwnKeyEvent, PeerSet, PeerWatcher
 
@@ -149,7 +149,7 @@ async def run(ops) -> World:
             chunk, world.pending = world.pending[: arg + 1], world.pending[arg + 1:]
             if chunk:
                 world.shown(chunk)
-                await watcher._deliver([(chunk[-1].mod_revision, chunk)])
+                await watcher._deliver([WatchResponse(chunk[-1].mod_revision, chunk, 0.0)])
         elif op == "relist":  # the watch fell behind compaction: pending history is gone
             world.pending.clear()
             world.relisted()
@@ -157,7 +157,7 @@ async def run(ops) -> World:
     while world.pending:  # the watch catches up; on_own may add events while we deliver
         chunk, world.pending = world.pending, []
         world.shown(chunk)
-        await watcher._deliver([(chunk[-1].mod_revision, chunk)])
+        await watcher._deliver([WatchResponse(chunk[-1].mod_revision, chunk, 0.0)])
     return world
 
 

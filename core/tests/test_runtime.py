@@ -58,3 +58,22 @@ def test_sd_notify_without_systemd_or_with_a_dead_socket(tmp_path, caplog):
 ])
 def test_watchdog_interval(env, interval):
     assert runtime.watchdog_interval(env) == interval
+
+
+async def test_watchdog_pings_the_notify_socket_every_half_interval(tmp_path, monkeypatch):
+    import trio
+
+    address = str(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(address)
+        server.setblocking(False)
+        with trio.move_on_after(0.45):  # pings at 0, 0.1, 0.2, 0.3, 0.4 s (a loaded machine may send fewer)
+            await runtime.watchdog(0.2)
+        pings = []
+        while True:
+            try:
+                pings.append(server.recv(64))
+            except BlockingIOError:
+                break
+    assert 2 <= len(pings) <= 5 and set(pings) == {b"WATCHDOG=1"}

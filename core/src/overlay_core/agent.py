@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from ._version import __version__
 from .agent_options import AgentOptions
 from .backend import Backend, LeaseRequest, Node
 from .builtin import BlackholeRoutes, FirewallRules, SubnetFile
@@ -77,6 +78,8 @@ class Agent:
         self._reconcile_now = trio.Event()
         self._addresses_changed = trio.Event()
         self.metrics.registry.register(PeerStatusCollector(self._peer_statuses))
+        self.metrics.watch_lag.set_function(self.watch_lag)
+        self.metrics.store_revision.set_function(lambda: self.store.revision)
         self.store.on_state = self._store_state
 
     def _retry(self, what, fn):
@@ -88,6 +91,11 @@ class Agent:
     def _store_state(self, connected: bool) -> None:
         self.metrics.etcd_connected.set(1 if connected else 0)
         self.metrics.etcd_state_since.set(self.store.since)
+
+    def watch_lag(self) -> int:
+        """Watch lag in revisions: the latest store revision seen in any answer minus the last one
+        applied to the peer set (0 when caught up; grows while responses wait or hooks are slow)."""
+        return max(0, self.store.revision - self.peer_set.revision)
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -163,7 +171,8 @@ class Agent:
             await trio.sleep(RECONCILE_DEBOUNCE)  # let a burst of kernel events settle
             self._reconcile_now = trio.Event()
             self.metrics.reconciles.inc()
-            await self.hooks.reconcile(self.accepted_peers(), self.node)
+            with self.metrics.reconcile_seconds.time():
+                await self.hooks.reconcile(self.accepted_peers(), self.node)
             if self.services is not None:
                 await self.services.links.save_record()  # devices a repair made anew
             await self.config_watch.check(self.node.config)
@@ -230,6 +239,10 @@ class Agent:
             LOGGER.info("network config: %s", config.shown())  # credentials masked
             firewall, subnet_file = self._register_builtins(services)
             node = await self._start_backend(config, services)
+            LOGGER.info("overlay-core %s: backend %s, store %s (prefix %s), node %s on %s", __version__,
+                        config.backend_type, self.options.etcd.label(), self.options.prefix,
+                        " ".join(str(a) for a in (node.iface.public_ip, node.iface.public_ipv6) if a),
+                        node.iface.name)
             await firewall.open(config)  # a precondition: checked before anything is written to the store
             attrs = await self._lease_attrs(node)
             self.phase = "acquiring-lease"

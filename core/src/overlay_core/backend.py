@@ -56,7 +56,8 @@ class LeaseRequest:
 @dataclass(frozen=True)
 class PeerStatus:
     """One peer as a backend sees it: ``state`` in one word, and the backend's own columns
-    (JSON-safe values; numbers are exported as per-peer gauges)."""
+    (JSON-safe values; numbers are exported as per-peer gauges ``overlay_peer_<column>``, so name
+    them with their unit: ``_bytes``, ``_seconds`` (``_s`` is spelt out as ``_seconds``))."""
 
     state: str
     detail: dict[str, Any] = field(default_factory=dict)

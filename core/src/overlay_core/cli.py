@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from ._version import __version__
 from .errors import OverlayError
+from .logs import FORMATS, setup_logging
 
 LOGGER = logging.getLogger("overlay.cli")
 
@@ -74,6 +75,7 @@ RUN_FLAGS = [
      "this agent's directory for helper processes' records, logs and sockets (ours)"),
     ("subnet-lease-ttl", 86400, int,
      "lease TTL in seconds (ours; Flannel's is fixed at 24 h); must exceed the renew margin"),
+    ("log-format", "text", None, "log lines as text or json (one JSON object per line; ours)"),
 ]
 
 
@@ -173,16 +175,6 @@ def check_subnet_file_writable(path: str) -> None:
         raise OverlayError(f"--subnet-file {path}: no permission to write in {directory}")
 
 
-def setup_logging(verbosity: int) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbosity >= 2 else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("pyroute2", "grpc"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 async def run_agent(options) -> None:
     """Run an agent until SIGTERM/SIGINT; then stop within a second, leaving state in place."""
     import signal
@@ -190,6 +182,7 @@ async def run_agent(options) -> None:
     import trio
 
     from .agent import Agent
+    from .runtime import sd_notify, watchdog, watchdog_interval
 
     agent = Agent(options)
     try:
@@ -204,8 +197,12 @@ async def run_agent(options) -> None:
                         return
 
                 nursery.start_soon(stop_on_signal)
+                interval = watchdog_interval()
+                if interval is not None:
+                    nursery.start_soon(watchdog, interval)
                 await nursery.start(agent.run)
     finally:
+        sd_notify("STOPPING=1")
         await agent.shutdown()
 
 
@@ -223,7 +220,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
     options = build_options(values)
     options.validate()  # range errors come before anything is logged
     check_subnet_file_writable(options.subnet_file)
-    setup_logging(values["v"])
+    if values["log_format"] not in FORMATS:
+        raise OverlayError(f"--log-format {values['log_format']!r}: use one of {', '.join(FORMATS)}")
+    setup_logging(values["v"], values["log_format"])
     safe = {k: ("***" if k == "etcd_password" and v else v) for k, v in values.items()}
     LOGGER.info("overlay-core %s starting: %s", __version__, safe)
     trio.run(run_agent, options)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import grpc
@@ -66,6 +67,15 @@ class WatchEvent:
     value: bytes | None
     mod_revision: int
     lease_id: int = 0
+
+
+class WatchResponse(NamedTuple):
+    """One answer of a watch: etcd's header revision, its events, and when the agent received it
+    (trio clock; the start of the event-to-programmed latency)."""
+
+    revision: int
+    events: list[WatchEvent]
+    received: float
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,11 @@ class EtcdStore:
         self.connected: bool | None = None  # None until the first call answers or fails
         self.since = time.time()  # when ``connected`` last changed (Unix time)
         self.on_state: Callable[[bool], None] | None = None
+        self.revision = 0  # the latest store revision any answer (range, put, watch) carried
+
+    def saw(self, revision: int) -> None:
+        """Record a store revision from an answer's header: how far the store is, for watch lag."""
+        self.revision = max(self.revision, revision)
 
     def note(self, ok: bool) -> None:
         """Record that etcd answered (``ok``) or failed; every call does, and so does the watch."""
@@ -144,7 +159,7 @@ class EtcdStore:
     def state(self) -> dict:
         """The connection as ``/readyz`` shows it."""
         return {"connected": bool(self.connected), "since": round(self.since, 3),
-                "endpoints": self.options.label()}
+                "endpoints": self.options.label(), "revision": self.revision}
 
     # -- client construction -------------------------------------------------------------
 
@@ -260,7 +275,9 @@ class EtcdStore:
             kvs = [KV(kv.key.decode(), kv.value, kv.mod_revision, kv.lease) for kv in resp.kvs]
             return resp.header.revision, kvs
 
-        return await self._call(op)
+        revision, kvs = await self._call(op)
+        self.saw(revision)
+        return revision, kvs
 
     async def put(self, key: str, value: str | bytes, lease_id: int = 0) -> int:
         def op(c):
@@ -269,7 +286,9 @@ class EtcdStore:
             lease = leases.Lease(lease_id, 0, c) if lease_id else None
             return c.put(key, value, lease=lease).header.revision
 
-        return await self._call(op)
+        revision = await self._call(op)
+        self.saw(revision)
+        return revision
 
     async def delete(self, key: str, expect_revision: int | None = None) -> bool:
         """Delete ``key``; with ``expect_revision`` only if it still has that mod revision."""
@@ -317,7 +336,10 @@ class EtcdStore:
             cur_value, meta = current[0]
             return False, KV(key, cur_value, meta.mod_revision, meta.lease_id)
 
-        return await self._call(op)
+        ok, kv = await self._call(op)
+        if ok and kv is not None:
+            self.saw(kv.mod_revision)
+        return ok, kv
 
     # -- leases --------------------------------------------------------------------------
 
@@ -350,12 +372,12 @@ class EtcdStore:
         self,
         prefix: str,
         start_revision: int,
-        send: trio.MemorySendChannel[tuple[int, list[WatchEvent]]],
+        send: trio.MemorySendChannel[WatchResponse],
         *,
         on_created: Callable[[], None] | None = None,
         task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Stream ``(header revision, events)`` for ``prefix`` from ``start_revision`` into ``send``.
+        """Stream a ``WatchResponse`` per answer for ``prefix`` from ``start_revision`` into ``send``.
 
         Returns only by raising: ``WatchCompacted`` when etcd compacted past
         ``start_revision``, ``StoreUnavailable`` when the stream broke. Cancellation stops the
@@ -392,10 +414,14 @@ class EtcdStore:
                 )
             return resp.header.revision, out
 
+        async def forward(response: tuple[int, list[WatchEvent]]) -> None:
+            self.saw(response[0])  # before queueing: a response waiting in the channel counts as lag
+            await send.send(WatchResponse(*response, trio.current_time()))
+
         def pump() -> BaseException | None:
             try:
                 for resp in iterator:
-                    trio.from_thread.run(send.send, convert(resp))
+                    trio.from_thread.run(forward, convert(resp))
             except trio.Cancelled:
                 raise
             except etcd_exc.RevisionCompactedError as exc:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import trio
 
 from .errors import OverlayError
-from .metrics import CONTENT_TYPE, exposition
+from .metrics import exposition
 
 LOGGER = logging.getLogger("overlay.health")
 
@@ -25,6 +25,13 @@ def _response(status: int, body: bytes, ctype: str = "text/plain; charset=utf-8"
     return head.encode() + body
 
 
+def _header(lines: list[str], name: str) -> str:
+    """The value of header ``name`` (lower case) among ``lines``, repeated headers joined by commas."""
+    values = [value.strip() for key, sep, value in (line.partition(":") for line in lines)
+              if sep and key.strip().lower() == name]
+    return ", ".join(values)
+
+
 class HealthServer:
     """``report(verbose)`` returns ``(ready, facts)``; facts are shown as JSON on ``/readyz``.
 
@@ -36,7 +43,9 @@ class HealthServer:
         self.report = report
         self.registry = registry
 
-    def answer(self, target: str) -> bytes:
+    def answer(self, target: str, accept: str = "") -> bytes:
+        """The response to a GET of ``target`` (path and query); ``accept`` (the request's Accept
+        header) picks the metrics format."""
         path, _, query = target.partition("?")
         if path == "/healthz":
             return _response(200, b"overlay is running\n")
@@ -45,7 +54,7 @@ class HealthServer:
             body = json.dumps({"ready": ready, **facts}, sort_keys=True).encode() + b"\n"
             return _response(200 if ready else 503, body, "application/json")
         if path == "/metrics":
-            return _response(200, exposition(self.registry), CONTENT_TYPE)
+            return _response(200, *exposition(self.registry, accept))
         return _response(404, b"not found\n")
 
     async def handle(self, stream: trio.SocketStream) -> None:
@@ -57,11 +66,12 @@ class HealthServer:
                     if not chunk:
                         break
                     data += chunk
-            parts = data.split(b"\r\n", 1)[0].split()
+            lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            parts = lines[0].split()
             if len(parts) < 2:
                 reply = _response(400, b"bad request\n")
             else:
-                reply = self.answer(parts[1].decode("latin-1"))
+                reply = self.answer(parts[1], _header(lines[1:], "accept"))
             try:
                 await stream.send_all(reply)
             except trio.BrokenResourceError:

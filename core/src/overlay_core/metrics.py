@@ -1,45 +1,34 @@
-"""Prometheus metrics of one agent, in a registry of its own, and their text exposition.
+"""Prometheus metrics of one agent, in a registry of its own, and their exposition.
 
-prometheus_client's metric types and registry are used as they are; only its ``__init__``
-and ``exposition`` module are skipped (they pull in http.server, wsgiref, urllib.request and
-gzip for servers we do not run): ``exposition()`` below writes the text format itself.
+prometheus_client's metric types and registry are used as they are, without its package
+``__init__`` (see ``_lean``). The exposition is prometheus_client's own, negotiated on the
+scraper's ``Accept`` header as its HTTP handler does: Prometheus asks for OpenMetrics, which
+``prometheus_client.openmetrics.exposition`` writes at almost no memory cost; any other
+client gets the classic text format from ``prometheus_client.exposition``, imported on the
+first such scrape only because it pulls in http.server, wsgiref, urllib and gzip (about
+1.7 MB of RSS the agent would otherwise carry for servers it never runs).
 """
 
 from __future__ import annotations
 
 from ._lean import import_part
 
-_metrics, _registry, _utils, _core = import_part("prometheus_client", "metrics", "registry", "utils", "metrics_core")
+_metrics, _registry, _core, _openmetrics = import_part(
+    "prometheus_client", "metrics", "registry", "metrics_core", "openmetrics.exposition")
 Counter, Gauge, Histogram = _metrics.Counter, _metrics.Gauge, _metrics.Histogram
 CollectorRegistry = _registry.CollectorRegistry
 GaugeMetricFamily = _core.GaugeMetricFamily
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# the text format's names for the OpenMetrics types our metrics have
-_TEXT_SUFFIX = {"counter": "_total", "gauge": "", "histogram": ""}
+OPENMETRICS = "application/openmetrics-text"
 
 
-def _escape(text: str, quote: bool = False) -> str:
-    text = text.replace("\\", r"\\").replace("\n", r"\n")
-    return text.replace('"', r'\"') if quote else text
-
-
-def exposition(registry) -> bytes:
-    """Every metric of ``registry`` in Prometheus' text format 0.0.4, labels sorted.
-
-    ``_created`` samples (an OpenMetrics notion, creation time of each series) are left out.
-    """
-    lines = []
-    for family in registry.collect():
-        name = family.name + _TEXT_SUFFIX[family.type]
-        lines.append(f"# HELP {name} {_escape(family.documentation)}\n# TYPE {name} {family.type}\n")
-        for sample in family.samples:
-            if sample.name == family.name + "_created":
-                continue
-            labels = ",".join(f'{k}="{_escape(v, quote=True)}"' for k, v in sorted(sample.labels.items()))
-            labels = "{%s}" % labels if labels else ""
-            lines.append(f"{sample.name}{labels} {_utils.floatToGoString(sample.value)}\n")
-    return "".join(lines).encode()
+def exposition(registry, accept: str = "") -> tuple[bytes, str]:
+    """Every metric of ``registry`` and its content type, in the format ``accept`` asks for."""
+    if any(part.split(";")[0].strip() == OPENMETRICS for part in accept.split(",")):
+        return _openmetrics.generate_latest(registry), _openmetrics.CONTENT_TYPE_LATEST
+    (text,) = import_part("prometheus_client", "exposition")
+    encoder, content_type = text.choose_encoder(accept)
+    return encoder(registry), content_type
 
 
 class Metrics:
@@ -62,6 +51,14 @@ class Metrics:
         )
         self.peers = Gauge("overlay_peers", "Peer leases currently programmed", registry=r)
         self.watch_revision = Gauge("overlay_watch_revision", "Last etcd revision applied", registry=r)
+        self.store_revision = Gauge(
+            "overlay_store_revision", "Latest etcd revision seen in any answer from the store", registry=r,
+        )
+        self.watch_lag = Gauge(
+            "overlay_watch_lag_revisions",
+            "Store revisions seen but not yet applied to the peer set (latest seen minus last applied)",
+            registry=r,
+        )
         self.relists = Counter(
             "overlay_watch_relists", "Full re-lists after the watch fell behind compaction", registry=r
         )
@@ -83,6 +80,11 @@ class Metrics:
             "overlay_hook_errors", "Hook implementations that raised", ["hook", "plugin"], registry=r
         )
         self.reconciles = Counter("overlay_reconcile_runs", "Periodic reconcile runs", registry=r)
+        self.reconcile_seconds = Histogram(
+            "overlay_reconcile_duration_seconds",
+            "Time of one reconcile run: every plugin's desired-vs-actual check and repair",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+        )
         self.repairs = Counter(
             "overlay_reconcile_changes",
             "Objects set or deleted by a desired-vs-actual reconcile (drift repaired), by target",
@@ -97,13 +99,29 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=r,
         )
+        self.event_seconds = Histogram(
+            "overlay_event_to_programmed_seconds",
+            "From the agent receiving a watch response with peer changes (queueing included) to every hook having "
+            "programmed them",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+        )
+
+
+def detail_metric_name(column: str) -> str:
+    """The Prometheus name of a numeric detail column: ``overlay_peer_<column>``, with the short
+    seconds suffix backends use in their columns spelt out as Prometheus wants base units named
+    (WireGuard's ``handshake_age_s`` → ``overlay_peer_handshake_age_seconds``)."""
+    if column.endswith("_s"):
+        column = column[:-2] + "_seconds"
+    return f"overlay_peer_{column}"
 
 
 class PeerStatusCollector:
     """Per-peer state at scrape time, from the ``overlay_peer_status`` hook (no gauge child is
-    kept per peer between scrapes): ``overlay_peers_by_state{state}``, and one gauge
-    ``overlay_peer_<field>{peer}`` for every numeric field of the peers' detail (a WireGuard
-    handshake age, an SA's bytes)."""
+    kept per peer between scrapes): ``overlay_peers_by_state{state}``, ``overlay_peer_state{peer,state}``
+    (1 for the state each peer is in: a WireGuard peer up/stale, an IPsec peer's SA established/
+    connecting/down) and one gauge per numeric detail column (``detail_metric_name``: a WireGuard
+    handshake age, an SA's bytes). Text columns stay in ``/readyz``."""
 
     def __init__(self, statuses) -> None:
         self.statuses = statuses  # () -> Mapping[str, PeerStatus]
@@ -115,19 +133,24 @@ class PeerStatusCollector:
         statuses = self.statuses()
         by_state = GaugeMetricFamily("overlay_peers_by_state", "Peers by the state their backend reports",
                                      labels=["state"])
+        per_peer = GaugeMetricFamily("overlay_peer_state", "1 for the state each peer's backend reports",
+                                     labels=["peer", "state"])
         counts: dict[str, int] = {}
         fields: dict[str, list[tuple[str, float]]] = {}
-        for key, status in statuses.items():
+        for key, status in sorted(statuses.items()):
             counts[status.state] = counts.get(status.state, 0) + 1
+            per_peer.add_metric([key, status.state], 1)
             for name, value in status.detail.items():
+                metric = detail_metric_name(name)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    fields.setdefault(name, []).append((key, float(value)))
+                    fields.setdefault(metric, []).append((key, float(value)))
         for state, count in sorted(counts.items()):
             by_state.add_metric([state], count)
         yield by_state
-        for name, samples in sorted(fields.items()):
-            family = GaugeMetricFamily(f"overlay_peer_{name}", f"Per-peer {name.replace('_', ' ')} "
-                                       "as the backend reports it", labels=["peer"])
+        yield per_peer
+        for metric, samples in sorted(fields.items()):
+            what = metric.removeprefix("overlay_peer_").replace("_", " ")
+            family = GaugeMetricFamily(metric, f"Per-peer {what} as the backend reports it", labels=["peer"])
             for key, value in samples:
                 family.add_metric([key], value)
             yield family

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .etcd import KV, EtcdStore, StoreUnavailable, WatchCompacted, WatchEvent
+from .etcd import KV, EtcdStore, StoreUnavailable, WatchCompacted, WatchEvent, WatchResponse
 from .lease import Lease
 from .retry import Backoff, OutageLog
 from .subnets import parse_kv
@@ -155,12 +155,12 @@ class PeerSet:
         return self._diff(before)
 
 
-def _flatten(responses: Iterable[tuple[int, list[WatchEvent]]]) -> tuple[deque[WatchEvent], int]:
+def _flatten(responses: Iterable[WatchResponse]) -> tuple[deque[WatchEvent], int]:
     events: deque[WatchEvent] = deque()
     header = 0
-    for revision, evs in responses:
-        events.extend(evs)
-        header = max(header, revision)
+    for response in responses:
+        events.extend(response.events)
+        header = max(header, response.revision)
     return events, header
 
 
@@ -274,7 +274,7 @@ class PeerWatcher:
             backoff.reset()
 
     async def _watch_once(self) -> None:
-        send, recv = trio.open_memory_channel[tuple[int, list[WatchEvent]]](256)
+        send, recv = trio.open_memory_channel[WatchResponse](256)
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._consume, recv)
@@ -296,21 +296,26 @@ class PeerWatcher:
                         responses.append(recv.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await self._deliver(responses)
+                if await self._deliver(responses) and self.metrics:
+                    self.metrics.event_seconds.observe(trio.current_time() - first.received)
 
-    async def _deliver(self, responses: list[tuple[int, list[WatchEvent]]]) -> None:
-        """Hand the events to the hooks in revision order. An event about the key we hold goes to
-        ``on_own`` the moment it is reached; if that moved us off the key, the same event (and
-        every later one about that key) is a peer event."""
+    async def _deliver(self, responses: list[WatchResponse]) -> bool:
+        """Hand the events to the hooks in revision order; True when any peer batch was delivered.
+        An event about the key we hold goes to ``on_own`` the moment it is reached; if that moved
+        us off the key, the same event (and every later one about that key) is a peer event."""
         events, header = _flatten(responses)
+        delivered = False
         while True:
             batch, own = self.peer_set.step(events)
             if batch:
                 await self.on_batch(batch, False)
+                delivered = True
             if own is None:
                 break
             await self.on_own(own)
             released = self.peer_set.release(own)
             if released:
                 await self.on_batch(released, False)
+                delivered = True
         self.peer_set.revision = max(self.peer_set.revision, header)
+        return delivered

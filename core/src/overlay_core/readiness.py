@@ -39,7 +39,8 @@ def node_report(agent, verbose: bool = False) -> dict[str, Any]:
     leases, config problems, and whatever the plugins add (``overlay_report``); peers counted by
     the state their backend reports (``overlay_peer_status``), and with ``verbose`` each peer's
     lease and state."""
-    store = {**agent.store.state(), "endpoint": agent.store.endpoint_in_use(), "revision": agent.peer_set.revision}
+    store = {**agent.store.state(), "endpoint": agent.store.endpoint_in_use(),  # state(): revision seen
+             "applied_revision": agent.peer_set.revision, "watch_lag": agent.watch_lag()}
     facts: dict[str, Any] = {"phase": agent.phase, "store": store, **agent.config_watch.report()}
     node = agent.node
     if node is None:

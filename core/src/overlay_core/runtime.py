@@ -100,3 +100,13 @@ def watchdog_interval(environ: Mapping[str, str] = os.environ) -> float | None:
     except ValueError:
         return None
     return value / 1e6 if value > 0 else None
+
+
+async def watchdog(interval: float) -> None:
+    """Tell systemd we are alive (``WATCHDOG=1``) every half ``interval``, for as long as the event
+    loop runs: a loop that hangs stops the pings and systemd restarts the unit."""
+    import trio  # not at module level: the CLI tunes malloc before it imports trio
+
+    while True:
+        sd_notify("WATCHDOG=1")
+        await trio.sleep(interval / 2)
