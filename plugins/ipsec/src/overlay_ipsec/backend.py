@@ -46,7 +46,8 @@ class IpsecBackend(KernelBackend):
     """``Backend.Type`` ``ipsec``: per peer a charon connection (and policies or a fail-closed route)."""
 
     type = "ipsec"
-    capabilities = Capabilities(encrypted=True, kernel_features_any=("esp", "tun"))
+    # peers reach us with IKE and ESP in UDP on 4500 (NAT traversal), as Flannel configures charon
+    capabilities = Capabilities(encrypted=True, kernel_features_any=("esp", "tun"), udp_port=4500)
     option_names = KEYS  # core checks the keys (misspelt ones refused with a suggestion)
 
     @classmethod

@@ -64,7 +64,8 @@ def socket_dir(state_dir: Path) -> Path:
 
 class WireguardBackend(KernelBackend):
     type = BACKEND_TYPE
-    capabilities = Capabilities(ipv6=True, encrypted=True, kernel_features_any=("wireguard", "tun"))
+    capabilities = Capabilities(ipv6=True, encrypted=True, kernel_features_any=("wireguard", "tun"),
+                                udp_port=51820, udp_port_key="ListenPort")
     option_names = OPTION_NAMES  # core checks the keys (misspelt ones refused with a suggestion)
 
     @classmethod

@@ -132,7 +132,7 @@ class ForwarderRoutes:
 
 class UdpBackend(ReconcilingBackend):
     type = "udp"
-    capabilities = Capabilities(userspace_datapath=True, kernel_features=("tun",))
+    capabilities = Capabilities(userspace_datapath=True, kernel_features=("tun",), udp_port=8285, udp_port_key="Port")
     lease_type = ""  # as Flannel: the lease carries PublicIP only, no BackendType
     option_names = ("Port",)
 
