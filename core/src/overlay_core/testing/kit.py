@@ -16,7 +16,8 @@ skipped with ``restart_note`` when ``survives_restart`` is False, a capture on t
 ``encrypted``, every lab check skipped (with the reason) when the kernel lacks a needed feature.
 Optional class attributes: ``drift`` (what the drift check deletes: "route", "device:NAME", or a
 function ``(lab, node) -> repaired`` that breaks something and returns a predicate), ``secrets``
-(option names whose values must never be logged) and the method ``backend_state(lab, node)``
+(option names whose values must never be logged), ``ignored_options`` (declared options accepted
+with any value) and the method ``backend_state(lab, node)``
 (text of state kept outside the node's kernel tables, e.g. a cloud's route table).
 """
 
@@ -150,6 +151,9 @@ class Conformance:
     lab_options: ClassVar[dict[str, Any]] = {}
     drift: ClassVar[Any] = None
     secrets: ClassVar[tuple[str, ...]] = ()
+    #: Declared options the backend accepts with any value (Flannel's Windows-only keys, ignored
+    #: on Linux); the options check does not expect them to be refused.
+    ignored_options: ClassVar[tuple[str, ...]] = ()
 
     def backend_state(self, lab: Any, node: Any) -> str:
         """State the backend keeps outside the node's kernel tables (override: e.g. a cloud's
@@ -219,7 +223,7 @@ class Conformance:
         names = backend_cls.option_names
         if names is None:
             pytest.skip(f"{self.backend} declares no option_names: the kit cannot know which options to try")
-        bad_values = {name: {"kit": "not a valid value"} for name in names}
+        bad_values = {name: {"kit": "not a valid value"} for name in names if name not in self.ignored_options}
         bad_values["KitNoSuchOption"] = 1
         for name, value in bad_values.items():
             proc = _config_check({"Network": "10.5.0.0/16", "Backend": {**backend, name: value}})
@@ -309,7 +313,7 @@ class Conformance:
             lab.start_agent(node, *kit.agent_args)
             lab.wait_ready([node], timeout=CONVERGE_TIMEOUT)
             assert kit.lease_of(node)[0] == key, "the node did not keep its subnet across the address change"
-            state = lambda: node_state(first) + self.backend_state(lab, first)  # noqa: E731
+            state = lambda: self._state(lab, first)  # noqa: E731
             wait_for(lambda: not mentions(state(), old_ip), CONVERGE_TIMEOUT,
                      f"{first.name} to drop the old address {old_ip}:\n{state()}")
             if movers:
@@ -339,6 +343,12 @@ class Conformance:
         wait_for(repaired, CONVERGE_TIMEOUT, "the deleted object to be put back")
         if kit.backend_cls.capabilities.moves_packets:
             wait_for(kit.pings_ok, CONVERGE_TIMEOUT, "pods to ping each other after the repair")
+
+    def _state(self, lab: Any, node: Any) -> str:
+        """Everything that could still name a peer on ``node``: kernel tables, the backend's own
+        state and the per-peer status the agent reports."""
+        peer_status = json.dumps(lab.readyz(node)[1].get("peer_status", {}))
+        return "\n".join((node_state(node), self.backend_state(lab, node), peer_status))
 
     def _break(self, kit: KitLab, node: Any) -> Callable[[], bool]:
         from .netns import ip
