@@ -17,8 +17,9 @@ skipped with ``restart_note`` when ``survives_restart`` is False, a capture on t
 Optional class attributes: ``drift`` (what the drift check deletes: "route", "device:NAME", or a
 function ``(lab, node) -> repaired`` that breaks something and returns a predicate), ``secrets``
 (option names whose values must never be logged), ``ignored_options`` (declared options accepted
-with any value) and the method ``backend_state(lab, node)``
-(text of state kept outside the node's kernel tables, e.g. a cloud's route table).
+with any value); methods ``backend_state(lab, node)`` (text of state kept outside the node's
+kernel tables, e.g. a cloud's route table) and ``public_ip_moved(lab, node, old_ip, subnet)`` (the
+operator's part of a node's address change, if the backend leaves one to people).
 """
 
 from __future__ import annotations
@@ -160,6 +161,11 @@ class Conformance:
         routes), searched like ``node_state`` by the peer checks."""
         return ""
 
+    def public_ip_moved(self, lab: Any, node: Any, old_ip: str, subnet: str) -> None:
+        """The operator's part of moving ``node`` from ``old_ip`` to ``node.ip`` (its agent is
+        stopped, its lease already rewritten), for a backend that leaves some of it to people
+        (override: e.g. remove a cloud route it will not take over)."""
+
     # -- fixtures ------------------------------------------------------------------------------
 
     @pytest.fixture(scope="class")
@@ -283,7 +289,7 @@ class Conformance:
         address leaves their state), then leaves (every object naming it is gone)."""
         from overlay_lab.traffic import add_pods, ping
 
-        from .netns import delete_namespace, ip
+        from .netns import delete_namespace
 
         lab, first = kit.lab, kit.node(1)
         movers = kit.backend_cls.capabilities.moves_packets
@@ -303,13 +309,12 @@ class Conformance:
             key, entry = kit.lease_of(node)
             old_ip, new_ip = node.ip, str(_lab_module().UNDERLAY.network_address + 50 + len(lab.state.nodes))
             lab.stop_agent(node, signal.SIGTERM, timeout=30.0)
-            ip("addr", "del", f"{old_ip}/24", "dev", "eth0", ns=node.ns)
-            ip("addr", "add", f"{new_ip}/24", "dev", "eth0", ns=node.ns)
-            node.ip = new_ip
+            _move_address(node, old_ip, new_ip)
             value = json.loads(entry["value"])
             value["PublicIP"] = new_ip  # as an operator moving the node would: the peers see a change
             lease_flag = [f"--lease={entry['lease']:x}"] if entry["lease"] else []
             lab.etcdctl("put", *lease_flag, f"{_lab_module().PREFIX}/subnets/{key}", json.dumps(value))
+            self.public_ip_moved(lab, node, old_ip, key.split("&")[0].replace("-", "/"))
             lab.start_agent(node, *kit.agent_args)
             lab.wait_ready([node], timeout=CONVERGE_TIMEOUT)
             assert kit.lease_of(node)[0] == key, "the node did not keep its subnet across the address change"
@@ -326,6 +331,10 @@ class Conformance:
             wait_for(lambda: not any(mentions(state(), a) for a in gone), CONVERGE_TIMEOUT,
                      f"{first.name} to remove every object naming the removed peer ({', '.join(gone)})")
             wait_for(lambda: peers() == 2, CONVERGE_TIMEOUT, f"{first.name} to forget the removed peer")
+        except BaseException:
+            with open(node.log, errors="replace") as fh:
+                print(f"--- last lines of {node.name}'s agent log\n{''.join(fh.readlines()[-30:])}")
+            raise
         finally:
             if node.pid:
                 lab.stop_agent(node, signal.SIGKILL, timeout=30.0)
@@ -333,48 +342,6 @@ class Conformance:
                 delete_namespace(ns)
             lab.state.nodes.remove(node)
             lab.save()
-
-    def test_drift_is_repaired(self, kit):
-        """Something the backend owns is deleted behind its back; the agent puts it back."""
-        if self.drift is None and not kit.backend_cls.capabilities.moves_packets:
-            pytest.skip(f"{self.backend} moves no packets and declares no drift: it owns no data-plane object")
-        node = kit.node(1)
-        repaired = self._break(kit, node)
-        wait_for(repaired, CONVERGE_TIMEOUT, "the deleted object to be put back")
-        if kit.backend_cls.capabilities.moves_packets:
-            wait_for(kit.pings_ok, CONVERGE_TIMEOUT, "pods to ping each other after the repair")
-
-    def _state(self, lab: Any, node: Any) -> str:
-        """Everything that could still name a peer on ``node``: kernel tables, the backend's own
-        state and the per-peer status the agent reports."""
-        peer_status = json.dumps(lab.readyz(node)[1].get("peer_status", {}))
-        return "\n".join((node_state(node), self.backend_state(lab, node), peer_status))
-
-    def _break(self, kit: KitLab, node: Any) -> Callable[[], bool]:
-        from .netns import ip
-
-        drift = self.drift
-        if callable(drift):
-            return drift(kit.lab, node)
-        if drift in (None, "route"):
-            peers = {kit.subnet_key(n).split("&")[0].replace("-", "/") for n in kit.lab.state.nodes if n is not node}
-
-            def peer_routes() -> list[str]:
-                lines = ip("route", "show", "proto", "79", ns=node.ns).splitlines()
-                return [line.split()[0] for line in lines if line.split()[0] in peers]
-
-            routes = peer_routes()
-            if routes:
-                ip("route", "del", routes[0], "proto", "79", ns=node.ns)
-                return lambda: routes[0] in peer_routes()
-            if drift == "route":
-                raise AssertionError(f"{node.name} has no proto-79 route to a peer subnet to delete")
-        devices = _backend_devices(node) if drift is None else [str(drift).removeprefix("device:")]
-        if not devices:
-            pytest.fail(f"{self.backend}: nothing generic to delete (no proto-79 route to a peer, no device of its "
-                        "own); declare the class attribute drift")
-        ip("link", "del", devices[0], ns=node.ns)
-        return lambda: devices[0] in _backend_devices(node)
 
     def test_kill9_and_restart_lose_no_ping(self, kit):
         """The agent is killed with SIGKILL and started again while a pod pings another every 20 ms:
@@ -431,6 +398,49 @@ class Conformance:
                         values.append(fh.read().strip())
         return [v for v in values if len(v) >= 8]
 
+    def test_drift_is_repaired(self, kit):
+        """Something the backend owns is deleted behind its back; the agent puts it back."""
+        if self.drift is None and not kit.backend_cls.capabilities.moves_packets:
+            pytest.skip(f"{self.backend} moves no packets and declares no drift: it owns no data-plane object")
+        node = kit.node(1)
+        what, repaired = self._break(kit, node)
+        wait_for(repaired, CONVERGE_TIMEOUT, f"the deleted object ({what}) to be put back")
+        if kit.backend_cls.capabilities.moves_packets:
+            wait_for(kit.pings_ok, CONVERGE_TIMEOUT, "pods to ping each other after the repair")
+
+    def _state(self, lab: Any, node: Any) -> str:
+        """Everything that could still name a peer on ``node``: kernel tables, the backend's own
+        state and the per-peer status the agent reports."""
+        peer_status = json.dumps(lab.readyz(node)[1].get("peer_status", {}))
+        return "\n".join((node_state(node), self.backend_state(lab, node), peer_status))
+
+    def _break(self, kit: KitLab, node: Any) -> tuple[str, Callable[[], bool]]:
+        """Delete one object the backend owns on ``node``: what it was, and a "repaired?" predicate."""
+        from .netns import ip
+
+        drift = self.drift
+        if callable(drift):
+            return "declared by the backend's drift", drift(kit.lab, node)
+        if drift in (None, "route"):
+            peers = {kit.subnet_key(n).split("&")[0].replace("-", "/") for n in kit.lab.state.nodes if n is not node}
+
+            def peer_routes() -> list[str]:
+                lines = ip("route", "show", "proto", "79", ns=node.ns).splitlines()
+                return [line.split()[0] for line in lines if line.split()[0] in peers]
+
+            routes = peer_routes()
+            if routes:
+                ip("route", "del", routes[0], "proto", "79", ns=node.ns)
+                return f"route {routes[0]} proto 79 on {node.name}", lambda: routes[0] in peer_routes()
+            if drift == "route":
+                raise AssertionError(f"{node.name} has no proto-79 route to a peer subnet to delete")
+        devices = _backend_devices(node) if drift is None else [str(drift).removeprefix("device:")]
+        if not devices:
+            pytest.fail(f"{self.backend}: nothing generic to delete (no proto-79 route to a peer, no device of its "
+                        "own); declare the class attribute drift")
+        ip("link", "del", devices[0], ns=node.ns)
+        return f"device {devices[0]} on {node.name}", lambda: devices[0] in _backend_devices(node)
+
     @pytest.mark.xfail(reason="cleanup not merged yet", strict=False)
     def test_cleanup_leaves_nothing(self, kit):
         """The agent is stopped and ``overlay-core cleanup`` runs on its node: no device, route,
@@ -454,6 +464,19 @@ class Conformance:
         assert not os.path.exists(node.subnet_file)
         second = nsexec(node.ns, *env_cmd, *cmd, check=False, timeout=120)
         assert second.returncode == 0 and "removed" not in second.stdout.lower().replace("nothing removed", "")
+
+
+def _move_address(node: Any, old_ip: str, new_ip: str) -> None:
+    """Renumber ``node``'s underlay address and put back the routes the lab gave it (deleting the
+    address flushes every route via a gateway on its subnet)."""
+    from .netns import ip
+
+    routes = [line.split() for line in ip("route", "show", "proto", "boot", ns=node.ns).splitlines()]
+    ip("addr", "del", f"{old_ip}/24", "dev", "eth0", ns=node.ns)
+    ip("addr", "add", f"{new_ip}/24", "dev", "eth0", ns=node.ns)
+    for route in routes:
+        ip("route", "replace", *route, ns=node.ns)
+    node.ip = new_ip
 
 
 def _backend_devices(node: Any) -> list[str]:
