@@ -24,6 +24,8 @@ operator's part of a node's address change, if the backend leaves one to people)
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import os
 import re
@@ -34,14 +36,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import ip_interface
 from typing import Any, ClassVar
 
 import pytest
 
 from ..backend import Backend
-from ..lease import LeaseAttrs, lease_from_kv
+from ..lease import LeaseAttrs, lease_from_kv, make_subnet_key
 from ..plugins import load_backend_class
+from ..subnetfile import read
 from . import kernel_features
+from .netns import delete_namespace, http_get, ip, list_namespaces, nsexec, pids_in
 
 #: Agents reconcile this often in the kit's lab (seconds), so drift outside the kernel's event
 #: stream (a cloud route) is repaired within the check's wait.
@@ -52,7 +57,7 @@ PING_WINDOW = 30.0  # the restart check's ping: 1500 packets at 20 ms
 SECRET_ENV = re.compile(r"SECRET|PSK|PASSWORD|TOKEN|PRIVATE", re.I)
 SECRET_FILE_ENV = re.compile(r"KEY_FILE$", re.I)
 SECRET_OPTION = re.compile(r"psk|secret|password|token|private", re.I)
-_labs = iter(range(1, 10**6))
+_labs = itertools.count(1)
 
 
 def _lab_module() -> Any:
@@ -78,8 +83,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 def node_state(node: Any) -> str:
     """What a node's kernel holds that a backend may program: routes of every table, neighbours
     and FDB entries except the underlay's (ARP for the peers is not the backend's), XFRM."""
-    from .netns import ip
-
     parts = [ip("route", "show", "table", "all", ns=node.ns), ip("-6", "route", "show", "table", "all", ns=node.ns)]
     parts += [line for line in ip("neigh", "show", ns=node.ns).splitlines() if " dev eth0 " not in line]
     parts.append(subprocess.run(["bridge", "-n", node.ns, "fdb", "show"], capture_output=True, text=True,
@@ -112,8 +115,6 @@ class KitLab:
 
     def leases(self) -> dict[str, dict]:
         """Every lease in the lab's etcd by key name: value (raw text) and etcd lease id."""
-        import base64
-
         data = json.loads(self.lab.etcdctl("get", "--prefix", f"{_lab_module().PREFIX}/subnets/", "-w", "json"))
         return {base64.b64decode(kv["key"]).decode().rsplit("/", 1)[1]: {
             "value": base64.b64decode(kv["value"]).decode(), "lease": kv.get("lease", 0)}
@@ -127,11 +128,6 @@ class KitLab:
         return key, entry
 
     def subnet_key(self, node: Any) -> str:
-        from ipaddress import ip_interface
-
-        from ..lease import make_subnet_key
-        from ..subnetfile import read
-
         env = read(node.subnet_file)
         v4 = ip_interface(env["FLANNEL_SUBNET"]).network if "FLANNEL_SUBNET" in env else None
         v6 = ip_interface(env["FLANNEL_IPV6_SUBNET"]).network if "FLANNEL_IPV6_SUBNET" in env else None
@@ -205,8 +201,6 @@ class Conformance:
             yield kit
         finally:
             lab.down()
-            from .netns import list_namespaces
-
             assert list_namespaces(lab.prefix) == [], f"namespaces of {lab.name} left behind"
 
     def _movers_only(self, kit: KitLab) -> None:
@@ -245,8 +239,8 @@ class Conformance:
         for node in kit.lab.state.nodes:
             key, entry = kit.lease_of(node)
             lease = lease_from_kv(key, entry["value"])
-            assert lease.attrs.backend_type == kit.backend_cls.advertised_type() or (
-                lease.attrs.backend_type == "" and kit.backend_cls.advertised_type() == "")
+            assert lease.attrs.backend_type == kit.backend_cls.advertised_type(), lease.attrs
+            assert str(lease.attrs.public_ip) == node.ip, f"{node.name}'s lease advertises {lease.attrs.public_ip}"
             rewritten = lease.attrs.to_json()
             assert LeaseAttrs.from_json(rewritten) == lease.attrs
             assert json.loads(rewritten) == json.loads(entry["value"]), "the Lease helpers lose or change fields"
@@ -288,8 +282,6 @@ class Conformance:
         """A fourth node joins (its pod is reached), changes its public IP (peers follow, the old
         address leaves their state), then leaves (every object naming it is gone)."""
         from overlay_lab.traffic import add_pods, ping
-
-        from .netns import delete_namespace
 
         lab, first = kit.lab, kit.node(1)
         movers = kit.backend_cls.capabilities.moves_packets
@@ -372,8 +364,6 @@ class Conformance:
         values = self._secret_values(kit)
         if not values:
             pytest.skip(f"{self.backend} has no secret the kit knows of")
-        from .netns import http_get
-
         port = _lab_module().HEALTH_PORT
         for node in kit.lab.state.nodes:
             with open(node.log, errors="replace") as fh:
@@ -416,8 +406,6 @@ class Conformance:
 
     def _break(self, kit: KitLab, node: Any) -> tuple[str, Callable[[], bool]]:
         """Delete one object the backend owns on ``node``: what it was, and a "repaired?" predicate."""
-        from .netns import ip
-
         drift = self.drift
         if callable(drift):
             return "declared by the backend's drift", drift(kit.lab, node)
@@ -445,8 +433,6 @@ class Conformance:
     def test_cleanup_leaves_nothing(self, kit):
         """The agent is stopped and ``overlay-core cleanup`` runs on its node: no device, route,
         nft table, XFRM entry, process or subnet file of the backend is left; a second run removes nothing."""
-        from .netns import ip, nsexec, pids_in
-
         lab, node = kit.lab, kit.node(1)
         lab.stop_agent(node, signal.SIGTERM, timeout=30.0)
         state_dir = os.path.join(lab.node_dir(node), "state")
@@ -469,8 +455,6 @@ class Conformance:
 def _move_address(node: Any, old_ip: str, new_ip: str) -> None:
     """Renumber ``node``'s underlay address and put back the routes the lab gave it (deleting the
     address flushes every route via a gateway on its subnet)."""
-    from .netns import ip
-
     routes = [line.split() for line in ip("route", "show", "proto", "boot", ns=node.ns).splitlines()]
     ip("addr", "del", f"{old_ip}/24", "dev", "eth0", ns=node.ns)
     ip("addr", "add", f"{new_ip}/24", "dev", "eth0", ns=node.ns)
@@ -481,8 +465,6 @@ def _move_address(node: Any, old_ip: str, new_ip: str) -> None:
 
 def _backend_devices(node: Any) -> list[str]:
     """The node's devices that the lab did not make (lo, eth0, the pods' cni0 and veths)."""
-    from .netns import ip
-
     names = [line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link", "show", ns=node.ns).splitlines()]
     return [n for n in names if n not in ("lo", "eth0", "cni0") and not n.startswith("veth")]
 
