@@ -21,10 +21,11 @@ def test_not_ready_from_a_plugin_turns_readyz_to_503_with_the_reason():
         reporter = Reporter()
         agent.plugins.register(reporter, name="reporter")
         agent.node = SimpleNamespace(config=SimpleNamespace(backend_type="toy"), iface=SimpleNamespace(
-            public_ip="192.0.2.1", public_ipv6=None), lease=None)
+            name="eth0", mtu=1500, public_ip="192.0.2.1", public_ipv6=None), lease=None, mtu=1450)
         agent.synced = agent.subnet_file_written = True
         ready, facts = agent.report()
         assert ready and facts["cloud"] == "fine"
+        assert facts["iface"] == {"name": "eth0", "mtu": 1500} and facts["store"]["revision"] == 0
         reporter.reason = "route table rtb-1 is full"
         ready, facts = agent.report()
         assert not ready and facts["not_ready"] == "route table rtb-1 is full"

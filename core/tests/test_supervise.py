@@ -401,3 +401,22 @@ def test_same_process_checks_start_time_command_line_and_zombies():
 def test_helper_names_are_plain_file_names(name):
     with pytest.raises(ValueError):
         ProcessSpec(name, ["sleep", "1"], always_ready)
+
+
+async def test_cleanup_finds_and_stops_a_helper_started_through_an_exec_wrapper(tmp_path, sleeper, other_process):
+    """``overlay-core cleanup`` matches the command line the helper showed once ready (charon's
+    wrapper has exec'd by then), not the wrapper's argv; a stale record is never a live helper."""
+    wrapped = ["sh", "-c", 'exec "$@"', "sh", *sleeper]
+
+    async def exec_done() -> bool:
+        return bool(pids_running(sleeper))
+
+    async with Supervisor.open(tmp_path) as sup:
+        helper = await sup.supervise(ProcessSpec("wrapped", wrapped, exec_done, stop_grace=2))
+    (tmp_path / "helpers" / "stale.json").write_text(json.dumps(
+        {"pid": other_process.pid, "start_time": 1, "argv": sleeper}))
+    offline = Supervisor(tmp_path, tasks=None)
+    assert offline.recorded() == {"wrapped": helper.pid}
+    assert await offline.cleanup(["wrapped"]) == ["wrapped"]
+    assert not alive(helper.pid) and other_process.poll() is None
+    assert offline.recorded() == {}

@@ -23,6 +23,7 @@ from .backend import Backend, LeaseRequest, Node
 from .builtin import BlackholeRoutes, FirewallRules, SubnetFile
 from .config import NetworkConfig
 from .config_watch import ConfigWatch
+from .dataplane.device_record import FILE_NAME as DEVICE_RECORD
 from .dataplane.links import Links
 from .dataplane.monitor import monitor_kernel
 from .dataplane.netlink import Netlink
@@ -162,6 +163,8 @@ class Agent:
             self._reconcile_now = trio.Event()
             self.metrics.reconciles.inc()
             await self.hooks.reconcile(self.accepted_peers(), self.node)
+            if self.services is not None:
+                await self.services.links.save_record()  # devices a repair made anew
             await self.config_watch.check(self.node.config)
 
     # -- setup steps -------------------------------------------------------------------------
@@ -215,7 +218,8 @@ class Agent:
             tasks = TaskGroup(nursery)
             state_dir = Path(self.options.state_dir)
             services = self.services = Services(tasks, Supervisor(state_dir, tasks, self.metrics.registry),
-                                                state_dir, self.netlink, Links(self.netlink, self.owned),
+                                                state_dir, self.netlink,
+                                                Links(self.netlink, self.owned, state_dir / DEVICE_RECORD),
                                                 self.metrics.registry, self.request_reconcile)
             if self.options.healthz_port:
                 server = HealthServer(self.report, self.metrics.registry)
@@ -241,6 +245,7 @@ class Agent:
             nursery.start_soon(self._reconcile_loop)
             await nursery.start(monitor_kernel, node.owned_links, self.request_reconcile, self._addresses_changed.set)
             nursery.start_soon(self._addresses_loop)
+            await services.links.save_record()  # for overlay-core cleanup
             self.phase = "running"
             release_memory()
             self.report()

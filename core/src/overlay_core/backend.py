@@ -77,6 +77,9 @@ class Capabilities:
     wireguard-go). ``moves_packets`` is False for a backend that only allocates subnets.
     ``survives_restart`` is False for a data path that stops with the agent; ``restart_note``
     then says why (the kit reports it as the documented exemption).
+    ``udp_port``: the UDP port peers send this node's traffic to (0: none, or not declared) and
+    ``udp_port_key`` the ``Backend`` key that overrides it ("" when fixed); ``doctor`` looks for
+    local firewall drops of that port.
     """
 
     ipv6: bool = False
@@ -87,6 +90,8 @@ class Capabilities:
     kernel_features_any: tuple[str, ...] = ()
     survives_restart: bool = True
     restart_note: str = ""
+    udp_port: int = 0
+    udp_port_key: str = ""
 
     def __post_init__(self) -> None:
         unknown = set(self.kernel_features + self.kernel_features_any) - set(KERNEL_FEATURES)

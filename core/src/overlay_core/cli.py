@@ -284,6 +284,61 @@ def cmd_config_check(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _ops_options(ns: argparse.Namespace):
+    """``run``'s options from the same flags and ``FLANNELD_*`` variables; warnings only on stderr."""
+    values = _resolve(ns, dict(os.environ))
+    options = build_options(values)
+    options.validate()
+    logging.basicConfig(level=logging.DEBUG if values["v"] >= 2 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return options
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    """Exit 0 when the agent is ready, 2 when it answers but is not ready (1: no agent, an error)."""
+    from .ops.agent_http import read_report
+    from .ops.status import render, summary
+
+    options = _ops_options(ns)
+    ready, facts = read_report(options.healthz_ip, options.healthz_port)
+    info = summary(ready, facts)
+    print(json.dumps(info, indent=2) if ns.json else "\n".join(render(info)))
+    return 0 if ready else 2
+
+
+def cmd_doctor(ns: argparse.Namespace) -> int:
+    import trio
+
+    from .ops.doctor import as_json, doctor, exit_status
+
+    checks = trio.run(doctor, _ops_options(ns))
+    print(json.dumps(as_json(checks), indent=2) if ns.json else "\n".join(c.line() for c in checks))
+    return exit_status(checks)
+
+
+def cmd_cleanup(ns: argparse.Namespace) -> int:
+    """Exit 0 when everything found was removed (or nothing was found), 1 otherwise."""
+    import trio
+
+    from .ops.cleanup import NodeCleanup
+
+    cleanup = NodeCleanup(_ops_options(ns), release_lease=ns.release_lease)
+    try:
+        outcome = trio.run(cleanup.run, ns.dry_run)
+    finally:
+        cleanup.close()
+    verb = "would remove" if ns.dry_run else "removed"
+    if not outcome.removed and not outcome.failed:
+        print("nothing of overlay's found on this node")
+    for what in outcome.removed:
+        print(f"{verb} {what}")
+    for what in outcome.failed:
+        print(f"could not remove {what}")
+    for note in outcome.notes:
+        print(f"note: {note}")
+    return 1 if outcome.failed else 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the line that matters and where to read more, not the
     whole usage first."""
@@ -316,6 +371,23 @@ def build_parser(manager=None, plugin_commands: bool = True) -> argparse.Argumen
     check = config_sub.add_parser("check", help="validate a network config file offline ('-' for stdin)")
     check.add_argument("file")
     check.set_defaults(func=cmd_config_check, parser=check)
+
+    ops_help = {
+        "status": "show the running agent's lease, store connection and peers (reads its /readyz)",
+        "doctor": "check this node (sysctls, MTU, firewall, etcd, peers, kernel features); exit 0/1/2",
+        "cleanup": "remove everything overlay made on this node (devices, routes, rules, helpers, subnet file)",
+    }
+    for name, func in (("status", cmd_status), ("doctor", cmd_doctor), ("cleanup", cmd_cleanup)):
+        command = sub.add_parser(name, help=ops_help[name], allow_abbrev=False,
+                                 description=ops_help[name] + "; takes run's flags and FLANNELD_* variables")
+        _add_run_flags(command)
+        if name == "cleanup":
+            command.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+            command.add_argument("--release-lease", action="store_true",
+                                 help="also delete this node's lease from etcd")
+        else:
+            command.add_argument("--json", action="store_true")
+        command.set_defaults(func=func, parser=command)
 
     if not plugin_commands:
         return parser

@@ -155,7 +155,7 @@ class NftFirewall:
             tool = _iptables_bin(version, "iptables")
             if shutil.which(tool):
                 for table in JUMPS:
-                    unjump, *remove_chain = _teardown(version, table)
+                    unjump, *remove_chain = teardown_commands(version, table)
                     for _ in range(MAX_DUPLICATE_JUMPS):  # a chain still jumped to cannot be deleted
                         if _run(unjump).returncode != 0:
                             break
@@ -222,7 +222,7 @@ def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProce
     return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=30)
 
 
-def _teardown(version: int, table: str) -> list[list[str]]:
+def teardown_commands(version: int, table: str) -> list[list[str]]:
     """Commands removing our jump, then flushing and deleting our chain of ``table``."""
     parent, chain, comment = JUMPS[table]
     base = [_iptables_bin(version, "iptables"), "-w", "5", "-t", table]

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from ..errors import KernelFeatureMissingError
+from .device_record import RecordedDevice, merge_record
 
 LOGGER = logging.getLogger("overlay.links")
 
@@ -72,15 +76,28 @@ class Links:
     """The backend's devices, through the agent's netlink thread; no pyroute2 object ever
     reaches the caller. Devices made or adopted here are *owned*: the netlink monitor reconciles
     when one is deleted, goes down or loses an address, and owned devices' neighbour and FDB
-    entries belong to the backend's kernel target."""
+    entries belong to the backend's kernel target.
 
-    def __init__(self, netlink, owned: set[int]) -> None:
+    ``record``: where owned devices' names and kinds are kept for ``overlay-core cleanup``
+    (``device_record``); written by ``save_record``, which the agent calls after its startup and
+    after every reconcile."""
+
+    def __init__(self, netlink, owned: set[int], record: str | os.PathLike[str] | None = None) -> None:
         self.netlink = netlink
         self.owned = owned
         self._roles: dict[str, int] = {}
+        self._record = record
+        self._seen: dict[int, RecordedDevice] = {}  # what get/ensure saw at each index
+        self._unsaved: set[RecordedDevice] = set()
+        self._saved: set[RecordedDevice] = set()
+
+    def _saw(self, info: LinkInfo | None) -> LinkInfo | None:
+        if info is not None:
+            self._seen[info.index] = RecordedDevice(info.name, info.kind)
+        return info
 
     async def get(self, name: str) -> LinkInfo | None:
-        return await self.netlink.call(lambda ipr: read_link(ipr, name))
+        return self._saw(await self.netlink.call(lambda ipr: read_link(ipr, name)))
 
     async def ensure(self, name: str, kind: str, why_not: Callable[[LinkInfo], str | None],
                      attrs: Callable[[LinkInfo | None], dict[str, Any]]) -> tuple[LinkInfo, str]:
@@ -98,7 +115,9 @@ class Links:
             assert info is not None
             return info, action
 
-        return await self.netlink.call(run)
+        info, action = await self.netlink.call(run)
+        self._saw(info)
+        return info, action
 
     async def configure(self, index: int, addresses, networks, mtu: int | None = None) -> bool:
         """Addresses, MTU and up (``configure_device``); True if anything changed."""
@@ -145,4 +164,20 @@ class Links:
             self.owned.discard(old)
         self._roles[role] = index
         self.owned.add(index)
+        device = self._seen.get(index)
+        if device is not None and device not in self._saved:
+            self._unsaved.add(device)
         return old != index
+
+    async def save_record(self) -> None:
+        """Add the devices owned since the last call to the record (in a worker thread)."""
+        if self._record is None or not self._unsaved:
+            return
+        devices, self._unsaved = self._unsaved, set()
+        try:
+            await trio.to_thread.run_sync(merge_record, self._record, devices)
+        except OSError as exc:
+            self._unsaved |= devices
+            LOGGER.warning("cannot record our devices in %s: %s", self._record, exc)
+            return
+        self._saved |= devices

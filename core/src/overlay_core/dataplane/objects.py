@@ -46,7 +46,8 @@ class Route:
     def __str__(self) -> str:
         if self.type != "unicast":
             return f"route {self.type} {self.dst}"
-        return f"route {self.dst} via {self.gateway} dev #{self.oif}{' onlink' if self.onlink else ''}"
+        via = f" via {self.gateway}" if self.gateway is not None else ""
+        return f"route {self.dst}{via} dev #{self.oif}{' onlink' if self.onlink else ''}"
 
 
 @dataclass(frozen=True, order=True, slots=True)

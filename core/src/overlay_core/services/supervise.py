@@ -254,16 +254,29 @@ class Supervisor:
             raise
         return helper
 
-    async def cleanup(self) -> list[str]:
-        """Stop every recorded helper that still runs (``overlay-core cleanup``); the names stopped."""
-        names = [path.name[:-len(".json")] for path in sorted(self.directory.glob("*.json"))]
+    def recorded(self) -> dict[str, int]:
+        """Recorded helpers whose process still runs as recorded, by name: their pids (``cleanup --dry-run``)."""
+        out = {}
+        for path in sorted(self.directory.glob("*.json")):
+            name = path.name[:-len(".json")]
+            record = self._read_record(name)
+            if record and is_same_process(record["pid"], record["start_time"], record.get("cmdline") or record["argv"]):
+                out[name] = record["pid"]
+        return out
+
+    async def cleanup(self, names: Sequence[str] | None = None) -> list[str]:
+        """Stop the recorded helpers ``names`` (default: every one) that still run, and drop their
+        records (``overlay-core cleanup``); the names stopped."""
+        if names is None:
+            names = [path.name[:-len(".json")] for path in sorted(self.directory.glob("*.json"))]
         return [name for name in names if await self._stop_recorded(name)]
 
     async def _stop_recorded(self, name: str) -> bool:
-        """Terminate the process the record of ``name`` names if it still runs as recorded; drop the record."""
+        """Terminate the process the record of ``name`` names if it still runs as recorded (the command
+        line it showed once ready: a wrapper has exec'd by then); drop the record."""
         record = self._read_record(name)
         stopped = False
-        if record and is_same_process(record["pid"], record["start_time"], record["argv"]):
+        if record and is_same_process(record["pid"], record["start_time"], record.get("cmdline") or record["argv"]):
             try:
                 proc = _Process(record["pid"])
             except ProcessLookupError:

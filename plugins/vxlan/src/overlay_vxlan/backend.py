@@ -13,7 +13,7 @@ from overlay_core import Capabilities, ConfigError, KernelBackend, LeaseRequest,
 from overlay_core.dataplane import FdbEntry, Neighbour, Route
 
 from . import device
-from .options import OPTION_NAMES, VxlanOptions, device_mtus, parse_options
+from .options import DEFAULT_PORT, OPTION_NAMES, VxlanOptions, device_mtus, parse_options
 
 LOGGER = logging.getLogger("overlay.vxlan")
 
@@ -27,7 +27,7 @@ def vtep_mac(data) -> str | None:
 
 class VxlanBackend(KernelBackend):
     type = "vxlan"
-    capabilities = Capabilities(ipv6=True, kernel_features=("vxlan",))
+    capabilities = Capabilities(ipv6=True, kernel_features=("vxlan",), udp_port=DEFAULT_PORT, udp_port_key="Port")
     option_names = OPTION_NAMES
 
     @classmethod
