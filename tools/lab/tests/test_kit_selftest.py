@@ -57,6 +57,6 @@ def test_a_backend_that_forgets_removals_fails_the_peer_check_only(outcomes):
 def test_a_backend_that_never_repairs_drift_fails_the_drift_check_only(outcomes):
     results, output = outcomes
     assert results[("TestNeverRepairs", "test_drift_is_repaired")] == "failure", output
-    assert "waiting for the deleted object to be put back" in output
+    assert "waiting for the deleted object (route 10.5." in output
     assert results[("TestNeverRepairs", "test_pods_on_three_nodes_ping_each_other")] == "passed", output
     assert results[("TestNeverRepairs", "test_peer_added_changed_removed")] == "passed", output

@@ -373,14 +373,19 @@ class Conformance:
             for where, text in texts.items():
                 assert not any(v in text for v in values), f"a secret appears in {node.name}'s {where}"
 
-    def _secret_values(self, kit: KitLab) -> list[str]:
+    @staticmethod
+    def _agent_env(lab: Any, node: Any) -> dict[str, str]:
+        """What the lab adds to ``node``'s agent environment (the backend's lab extras, then the lab's)."""
         from overlay_lab.support import call
 
+        return {**call(lab._support(), "node_env", lab, node, default={}), **lab.env}
+
+    def _secret_values(self, kit: KitLab) -> list[str]:
         backend = kit.lab.state.config.get("Backend", {})
         names = {n.lower() for n in self.secrets} | {n.lower() for n in backend if SECRET_OPTION.search(n)}
         values = [str(v) for k, v in backend.items() if k.lower() in names and v]
         for node in kit.lab.state.nodes:
-            env = {**call(kit.lab._support(), "node_env", kit.lab, node, default={}), **kit.lab.env}
+            env = self._agent_env(kit.lab, node)
             values += [v for k, v in env.items() if SECRET_ENV.search(k) and v]
             for k, path in env.items():
                 if SECRET_FILE_ENV.search(k) and os.path.isfile(path):
@@ -429,7 +434,6 @@ class Conformance:
         ip("link", "del", devices[0], ns=node.ns)
         return f"device {devices[0]} on {node.name}", lambda: devices[0] in _backend_devices(node)
 
-    @pytest.mark.xfail(reason="cleanup not merged yet", strict=False)
     def test_cleanup_leaves_nothing(self, kit):
         """The agent is stopped and ``overlay-core cleanup`` runs on its node: no device, route,
         nft table, XFRM entry, process or subnet file of the backend is left; a second run removes nothing."""
@@ -438,18 +442,21 @@ class Conformance:
         state_dir = os.path.join(lab.node_dir(node), "state")
         cmd = [sys.executable, "-m", "overlay_core", "cleanup", f"--etcd-endpoints={lab.etcd_endpoints}",
                "--iface=eth0", f"--subnet-file={node.subnet_file}", f"--state-dir={state_dir}"]
-        env_cmd = ["env", *(f"{k}={v}" for k, v in lab.env.items())]
+        env_cmd = ["env", *(f"{k}={v}" for k, v in self._agent_env(lab, node).items())]
         first = nsexec(node.ns, *env_cmd, *cmd, check=False, timeout=120)
         assert first.returncode == 0, first.stderr
-        assert _backend_devices(node) == []
-        assert ip("route", "show", "proto", "79", ns=node.ns) + ip("-6", "route", "show", "proto", "79",
-                                                                 ns=node.ns) == ""
-        assert nsexec(node.ns, "nft", "list", "tables", check=False).stdout.strip() == ""
-        assert ip("xfrm", "state", ns=node.ns, check=False) + ip("xfrm", "policy", ns=node.ns, check=False) == ""
-        assert pids_in(node.ns) == []
-        assert not os.path.exists(node.subnet_file)
+        assert _backend_devices(node) == [], f"devices left: {_backend_devices(node)}\n{first.stdout}"
+        routes = ip("route", "show", "proto", "79", ns=node.ns) + ip("-6", "route", "show", "proto", "79", ns=node.ns)
+        assert routes == "", f"routes left:\n{routes}"
+        tables = nsexec(node.ns, "nft", "list", "tables", check=False).stdout.strip()
+        assert tables == "", f"nft tables left: {tables}"
+        xfrm = ip("xfrm", "state", ns=node.ns, check=False) + ip("xfrm", "policy", ns=node.ns, check=False)
+        assert xfrm == "", f"XFRM entries left:\n{xfrm}"
+        assert pids_in(node.ns) == [], f"processes left in {node.ns}: {pids_in(node.ns)}"
+        assert not os.path.exists(node.subnet_file), "the subnet file is left"
         second = nsexec(node.ns, *env_cmd, *cmd, check=False, timeout=120)
-        assert second.returncode == 0 and "removed" not in second.stdout.lower().replace("nothing removed", "")
+        assert second.returncode == 0 and second.stdout.strip() == "nothing of overlay's found on this node", \
+            second.stdout + second.stderr
 
 
 def _move_address(node: Any, old_ip: str, new_ip: str) -> None:
