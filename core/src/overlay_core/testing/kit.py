@@ -92,8 +92,10 @@ def node_state(node: Any) -> str:
 
 
 def mentions(text: str, address: str) -> bool:
-    """Does ``text`` contain ``address`` as a whole address (192.0.2.4 is not in 192.0.2.40)?"""
-    return re.search(rf"(?<![\w.:]){re.escape(address)}(?![\w.:])", text) is not None
+    """Does ``text`` contain ``address`` as a whole address (192.0.2.4 is not in 192.0.2.40 but is
+    in 192.0.2.4:51820; 2001:db8:10:4:: is not in 2001:db8:10:4::1)?"""
+    around = (r"(?<![\w:])", r"(?![\w:])") if ":" in address else (r"(?<![\w.])", r"(?!\w|\.\d)")
+    return re.search(around[0] + re.escape(address) + around[1], text) is not None
 
 
 @dataclass
