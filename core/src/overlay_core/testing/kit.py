@@ -261,6 +261,8 @@ class Conformance:
         if not kit.backend_cls.capabilities.encrypted:
             pytest.skip(f"{self.backend} does not declare Capabilities.encrypted")
         self._movers_only(kit)
+        if not shutil.which("tcpdump"):
+            pytest.skip("the encrypted underlay check needs tcpdump (apt-get install tcpdump)")
         from overlay_lab.traffic import ping
 
         a, b = kit.pods[0], kit.pods[1]
