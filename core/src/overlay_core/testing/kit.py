@@ -12,7 +12,8 @@ A backend package enables it with one class in its tests::
 Every check is one test; they share one 3-node lab per class (``overlay_lab``, a real etcd, one
 pod per node), which is always taken down. The kit reads the backend's ``Capabilities`` and
 adapts: dual-stack checks with ``ipv6``, no pings without ``moves_packets``, the restart check
-skipped with ``restart_note`` when ``survives_restart`` is False, a capture on the underlay when
+skipped with ``restart_note`` when ``survives_restart`` is False, the drift check when
+``repairs_drift`` is False, a capture on the underlay when
 ``encrypted``, every lab check skipped (with the reason) when the kernel lacks a needed feature.
 Optional class attributes: ``drift`` (what the drift check deletes: "route", "device:NAME", or a
 function ``(lab, node) -> repaired`` that breaks something and returns a predicate), ``secrets``
@@ -372,7 +373,7 @@ class Conformance:
         for node in kit.lab.state.nodes:
             with open(node.log, errors="replace") as fh:
                 texts = {"log": fh.read()}
-            for path in ("/readyz", "/metrics"):
+            for path in ("/readyz?verbose", "/metrics"):
                 texts[path] = http_get(node.ns, "127.0.0.1", port, path)[1].decode(errors="replace")
             for where, text in texts.items():
                 assert not any(v in text for v in values), f"a secret appears in {node.name}'s {where}"
@@ -399,6 +400,8 @@ class Conformance:
 
     def test_drift_is_repaired(self, kit):
         """Something the backend owns is deleted behind its back; the agent puts it back."""
+        if not kit.backend_cls.capabilities.repairs_drift:
+            pytest.skip(f"{self.backend} cannot see what it programmed (Capabilities.repairs_drift=False)")
         if self.drift is None and not kit.backend_cls.capabilities.moves_packets:
             pytest.skip(f"{self.backend} moves no packets and declares no drift: it owns no data-plane object")
         node = kit.node(1)
