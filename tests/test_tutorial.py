@@ -10,6 +10,7 @@ import sys
 import zipfile
 
 import pytest
+
 from .doc_blocks import blocks, commands, env_with, kit_available, pip_install_target, run_pytest, write_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
