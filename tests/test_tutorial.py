@@ -139,4 +139,4 @@ def test_publishing(built, tmp_path):
     (wheel,) = dist.glob("overlay_hostroutes-0.1.0-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         entry_points = zf.read("overlay_hostroutes-0.1.0.dist-info/entry_points.txt").decode()
-    assert "[overlay.backends]\nhostroutes = overlay_hostroutes:HostRoutesBackend" in entry_points
+    assert "[overlay.backends]\nhostroutes = overlay_hostroutes:HostroutesBackend" in entry_points
