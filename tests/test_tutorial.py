@@ -10,6 +10,7 @@ import sys
 import zipfile
 
 import pytest
+from overlay_core import hookspecs
 
 from .doc_blocks import blocks, commands, env_with, kit_available, pip_install_target, run_pytest, write_files
 
@@ -63,6 +64,13 @@ def test_every_block_is_exercised():
     files = [b.path for b in PAGE if b.kind == "file"]
     assert len(files) == len(set(files)) and "pyproject.toml" in files
     assert [b for b in PAGE if b.kind == "run"]
+
+
+def test_the_lifecycle_section_names_every_hook():
+    page = open(os.path.join(ROOT, "docs", "writing-a-backend.md")).read()
+    section = page[page.index("## 3. Hooks"):page.index("## 4.")]
+    hooks = [name for name, fn in vars(hookspecs).items() if hasattr(fn, "overlay_spec")]
+    assert len(hooks) > 10 and [h for h in hooks if f"`{h}" not in section] == []
 
 
 def test_the_installed_package_is_found_by_its_entry_point(built):
