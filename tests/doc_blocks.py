@@ -1,7 +1,8 @@
 """Fenced code blocks of a Markdown page, for tests that run every block of a tutorial.
 
 A block's info string says what it is: ``python file=PATH`` / ``toml file=PATH`` (a file of the
-package the page builds), ``python run`` (a snippet to execute), ``sh`` (commands, one a line).
+package the page builds), ``python run`` (a snippet to execute), ``sh`` (commands, one a line),
+``text output`` (what the one command of the ``sh`` block just before it prints).
 Anything else is ``unknown``, which the tests refuse: a block no test exercises cannot hide.
 """
 
@@ -18,7 +19,7 @@ FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
 
 @dataclass(frozen=True)
 class Block:
-    kind: str  # "file", "run", "sh" or "unknown"
+    kind: str  # "file", "run", "sh", "output" or "unknown"
     info: str
     text: str
     path: str = ""
@@ -36,6 +37,8 @@ def blocks(markdown: str) -> list[Block]:
             out.append(Block("run", info, text))
         elif words == ["sh"]:
             out.append(Block("sh", info, text))
+        elif words == ["text", "output"]:
+            out.append(Block("output", info, text))
         else:
             out.append(Block("unknown", info, text))
     return out
@@ -44,6 +47,19 @@ def blocks(markdown: str) -> list[Block]:
 def commands(page: list[Block]) -> list[str]:
     """Every command of the page's ``sh`` blocks, in order."""
     return [line.strip() for b in page if b.kind == "sh" for line in b.text.splitlines() if line.strip()]
+
+
+def outputs(page: list[Block]) -> dict[str, str]:
+    """Each ``text output`` block by the command it shows the output of (an output block must
+    follow an ``sh`` block of one command)."""
+    out = {}
+    for before, block in zip(page, page[1:]):
+        if block.kind == "output":
+            lines = [line for line in before.text.splitlines() if line.strip()] if before.kind == "sh" else []
+            if len(lines) != 1:
+                raise ValueError(f"output block {block.text!r} does not follow a one-command sh block")
+            out[lines[0].strip()] = block.text
+    return out
 
 
 def write_files(page: list[Block], root: str) -> list[str]:
