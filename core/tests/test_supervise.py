@@ -151,6 +151,24 @@ async def run_agent_and_kill_9(state_dir, argv: list[str], survive: bool = True)
         await agent.stdout.aclose()
 
 
+async def test_restart_asked_by_the_backend_goes_through_supervision(tmp_path, sleeper, caplog):
+    restarted = []
+
+    async def on_restart(helper):
+        restarted.append(helper.pid)
+
+    spec = ProcessSpec("sleeper", sleeper, always_ready, on_restart=on_restart, backoff_start=0.2, backoff_cap=1)
+    async with Supervisor.open(tmp_path) as sup:
+        helper = await sup.supervise(spec)
+        first = helper.pid
+        assert helper.restart("its TUN device was deleted")
+        await wait_for(lambda: restarted)
+        assert restarted == [helper.pid] and helper.pid != first and not alive(first) and helper.restarts == 1
+        assert f"restarting helper sleeper (pid {first}): its TUN device was deleted" in caplog.text
+        await helper.stop()
+        assert not helper.restart("stopped helpers are not restarted")
+
+
 async def test_helper_survives_kill_9_of_the_agent_and_the_next_agent_adopts_it(tmp_path, sleeper, registry):
     pid = await run_agent_and_kill_9(tmp_path, sleeper)
     assert alive(pid)  # the agent is gone, the data path is not

@@ -179,6 +179,19 @@ class Helper:
         return {"pid": self.pid, "state": self.state, "restarts": self.restarts, "since": self.since,
                 "adopted": self.adopted}
 
+    def restart(self, reason: str) -> bool:
+        """Ask the running process to end (SIGTERM) so that supervision starts it anew, with the
+        usual backoff and ``on_restart``: for a helper whose state the backend found broken beyond
+        repair from outside (a TUN device it made, deleted by hand). False when none runs."""
+        if self.state != "running" or self.pid is None:
+            return False
+        LOGGER.warning("restarting helper %s (pid %d): %s", self.name, self.pid, reason)
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+
     async def stop(self) -> None:
         """Stop supervising, terminate the process (SIGTERM, then SIGKILL) and remove its record.
 

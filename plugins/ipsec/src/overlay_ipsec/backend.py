@@ -137,7 +137,9 @@ class IpsecBackend(KernelBackend):
         """libipsec mode: our subnet's first address (/32) on ``ipsec0``. charon installs a
         CHILD_SA only with a route to the peer's subnet whose source lies in our traffic selector,
         and before any pod exists the node has no address there (the vxlan backend puts the same
-        address on flannel.1). ``ipsec0`` is charon's and comes back new with a restarted charon."""
+        address on flannel.1). ``ipsec0`` is charon's: only charon can make it, so when it is gone
+        while the charon that made it runs (deleted by hand), charon is restarted, which brings
+        back the device and, by the reconcile after the restart, every SA."""
         lease = self.node.lease
         if self.mode != LIBIPSEC or lease is None or lease.subnet is None:
             return
@@ -148,6 +150,8 @@ class IpsecBackend(KernelBackend):
         info = await links.get(TUN_DEVICE)
         if info is None:
             links.disown(TUN_DEVICE)
+            if self.tun_index is not None and self.helper is not None:
+                self.helper.restart(f"{TUN_DEVICE} is gone and only charon can make it again")
             self.tun_index = None
             return
         await links.configure(info.index, [address], [network])
