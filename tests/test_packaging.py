@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = sorted(p.parent for p in [ROOT / "core" / "pyproject.toml", *(ROOT / "plugins").rglob("pyproject.toml"),
-                                     *(ROOT / "tools").rglob("pyproject.toml")] if p.exists())
+                                     *(ROOT / "tools").rglob("pyproject.toml")]
+                  if p.exists() and "tests" not in p.relative_to(ROOT).parts)  # test-only packages ship nowhere
 # declared without a direct import, on purpose
 INDIRECT = {
     "protobuf": "pyetcd (etcd-sdk-python) imports it without declaring it",
@@ -36,11 +37,13 @@ def declared(project: Path, extras: bool = False) -> dict[str, str]:
 def imported_distributions(project: Path, testing: bool = False) -> set[str]:
     """Distributions (canonical names) of the top-level modules the project's source imports,
     leaving out the standard library and the project's own packages; ``testing``: only in its
-    test helpers (``testing`` modules, used under pytest), else only outside them."""
+    test and lab helpers (``testing`` modules, used under pytest, and ``lab`` modules, loaded only by
+    overlay-lab), else only outside them."""
     own = {p.name for p in (project / "src").iterdir() if p.is_dir()}
     modules = set()
     for path in (project / "src").rglob("*.py"):
-        if ("testing" in path.relative_to(project).with_suffix("").parts) != testing:
+        parts = path.relative_to(project).with_suffix("").parts
+        if ("testing" in parts or parts[-1] == "lab") != testing:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
