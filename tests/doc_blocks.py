@@ -91,10 +91,3 @@ def run_pytest(cwd: str, path: str, *args: str, timeout: float = 900) -> subproc
     """pytest in ``cwd`` (a package directory) with ``path`` on PYTHONPATH."""
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd,
                           env=env_with(path), capture_output=True, text=True, timeout=timeout)
-
-
-def kit_available() -> bool:
-    """Whether the conformance kit (``overlay_core.testing.kit``) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("overlay_core.testing.kit") is not None

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from overlay_lab.lab import Lab
 
-from .doc_blocks import kit_available, pip_install_target, run_pytest
+from .doc_blocks import pip_install_target, run_pytest
 from .helpers import all_pings_ok, leases, up_with_pods
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "overlay-staticroutes")
@@ -34,7 +34,6 @@ def test_its_unit_tests_pass(installed):
 
 @pytest.mark.netns
 @pytest.mark.etcd
-@pytest.mark.skipif(not kit_available(), reason="the conformance kit (overlay_core.testing.kit) is not merged yet")
 def test_it_passes_the_conformance_kit(installed):
     pkg, target = installed
     proc = run_pytest(pkg, target, "-rs")

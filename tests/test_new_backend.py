@@ -9,7 +9,7 @@ import sys
 import pytest
 from overlay_lab.newbackend import Names, render
 
-from .doc_blocks import blocks, kit_available, pip_install_target, run_pytest
+from .doc_blocks import blocks, pip_install_target, run_pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,6 @@ def test_its_unit_tests_pass_unchanged(generated):
 
 @pytest.mark.netns
 @pytest.mark.etcd
-@pytest.mark.skipif(not kit_available(), reason="the conformance kit (overlay_core.testing.kit) is not merged yet")
 def test_it_passes_the_conformance_kit_unchanged(generated):
     pkg, target = generated
     proc = run_pytest(pkg, target, "-rs")

@@ -16,7 +16,6 @@ from .doc_blocks import (
     blocks,
     commands,
     env_with,
-    kit_available,
     outputs,
     pip_install_target,
     run_pytest,
@@ -120,7 +119,6 @@ def test_its_unit_tests_pass(built):
 
 @pytest.mark.netns
 @pytest.mark.etcd
-@pytest.mark.skipif(not kit_available(), reason="the conformance kit (overlay_core.testing.kit) is not merged yet")
 def test_it_passes_the_conformance_kit(built):
     pkg, target = built
     proc = run_pytest(pkg, target, "-rs")
