@@ -24,7 +24,7 @@ from overlay_core.testing.netns import ip, kernel_supports  # noqa: E402
 from overlay_lab.lab import Lab  # noqa: E402
 from overlay_lab.traffic import add_pods, iperf, pods_of  # noqa: E402
 
-MTU = {"vxlan": 1450, "host-gw": 1500, "ipip": 1480}
+MTU = {"vxlan": 1450, "host-gw": 1500, "ipip": 1480, "extension": 1500}  # extension: the lab's shell host-gw
 
 
 def hand_module(backend: str):
