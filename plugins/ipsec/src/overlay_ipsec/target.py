@@ -73,7 +73,7 @@ class CharonTarget:
         self.client = client
         self.on_loaded = on_loaded  # told after connections were loaded (charon starts negotiating them)
         self._loaded: dict[tuple, ConnSpec | SharedKey] = {}
-        self._instance = ""
+        self._instance: tuple[int, int] | None = None
         self.sas: list[IkeSa] = []  # from the last dump, for status
 
     def owns(self, obj: object) -> bool:

@@ -165,10 +165,17 @@ class ViciClient:
         reply = await self._run("version", lambda s: s.version())
         return {k: _text(v) for k, v in reply.items()}
 
-    async def started(self) -> str:
-        """When this charon started (``stats`` uptime): tells a restarted charon from the same one."""
-        reply = await self._run("stats", lambda s: s.stats())
-        return _text(reply.get("uptime", {}).get("since", ""))
+    async def started(self) -> tuple[int, int]:
+        """Which charon answers: tells a restarted charon from the same one. charon binds a new
+        VICI socket at every start, so the socket file's inode and change time identify the
+        instance (``stats``' uptime "since" does not: it is computed from two clocks at second
+        resolution and moves by a second between calls)."""
+        await self._run("stats", lambda s: s.stats())  # charon answers (else CharonUnreachable)
+        try:
+            info = self.path.stat()
+        except OSError as exc:
+            raise CharonUnreachable(f"charon stats: VICI socket {self.path}: {exc.strerror}") from None
+        return info.st_ino, info.st_ctime_ns
 
     async def load_shared(self, key: SharedKey) -> None:
         await self._run(f"load-shared {key.id}", lambda s: s.load_shared(key.to_vici()))
