@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from overlay_core.services.supervise import is_same_process, start_time
 from overlay_core.testing.netns import http_get, ip, nsexec
 from overlay_lab.lab import PREFIX
 from overlay_lab.traffic import bandwidth, pods_of
@@ -156,6 +157,39 @@ def test_agent_restart_under_ping_loses_nothing_and_adopts_the_forwarder(lab, si
     assert "250 packets transmitted, 250 received, 0% packet loss" in out, out
     assert forwarder_pid(lab, n1) == pid and report(lab, n1)["helpers"][HELPER]["adopted"]
     assert f"adopting pid {pid}" in open(n1.log).read()
+
+
+def test_agent_of_other_code_replaces_the_forwarder_by_handover_under_ping(lab):
+    """A package upgrade: the forwarder left running was started from other code (its record names
+    another version), so the next agent starts the new one beside it, which takes the TUN, socket
+    and table over; the old one exits; no pod ping is lost."""
+    up_with_pods(lab, nodes=2, backend="udp")
+    n1 = lab.node(1)
+    a, b = pods_of(lab)
+    old, routes = forwarder_pid(lab, n1), forwarder_routes(lab, n1)
+    old_cmdline, old_started = Path(f"/proc/{old}/cmdline").read_bytes().split(b"\0")[:-1], start_time(old)
+    record_path = Path(lab.node_dir(n1), "state", "helpers", f"{HELPER}.json")
+    pinger = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-n", "-q", "-i", "0.02", "-c", "250", b.ipv4],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        assert lab.stop_agent(n1, signal.SIGKILL) == -9
+        record = json.loads(record_path.read_text())
+        record_path.write_text(json.dumps({**record, "version": "0.0.1+older"}))
+        lab.start_agent(n1)
+        lab.wait_ready([n1])
+        out, _ = pinger.communicate(timeout=30)
+    finally:
+        pinger.kill()
+    assert "250 packets transmitted, 250 received, 0% packet loss" in out, out
+    new = forwarder_pid(lab, n1)
+    assert new != old and not report(lab, n1)["helpers"][HELPER]["adopted"]
+    wait_until(lambda: not is_same_process(old, old_started, [a.decode() for a in old_cmdline]), timeout=10,
+               what="the old forwarder gone")
+    assert forwarder_routes(lab, n1) == routes
+    assert json.loads(record_path.read_text())["version"] != "0.0.1+older"
+    assert f"pid {new} took over from pid {old}" in open(n1.log).read()
+    all_pings_ok(lab)
 
 
 def test_killed_forwarder_is_restarted_and_deleted_device_recreated(lab):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import trio
@@ -258,6 +259,96 @@ async def test_a_changed_command_line_replaces_the_previous_helper(tmp_path, sle
             await helper.stop()
     finally:
         for pid in pids_running(newer):
+            os.kill(pid, signal.SIGKILL)
+
+
+# A helper that can hand over: with --takeover it stops the process named in its pid file (as the
+# udp forwarder asks the running one for its descriptors, which then exits), unless told to fail.
+TAKER = textwrap.dedent("""
+    import os, signal, sys, time
+    pidfile, args = sys.argv[1], sys.argv[2:]
+    if "--takeover" in args:
+        if os.path.exists(pidfile + ".fail"):
+            sys.exit(3)
+        os.kill(int(open(pidfile).read()), signal.SIGTERM)
+    with open(pidfile + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(pidfile + ".tmp", pidfile)
+    time.sleep(3600)
+""")
+
+
+@pytest.fixture
+def taker(tmp_path):
+    argv = [sys.executable, "-c", TAKER, str(tmp_path / f"taker-{next(_counter)}.pid")]
+    try:
+        yield argv
+    finally:
+        for running in (argv, [*argv, "--takeover"]):
+            for pid in pids_running(running):
+                os.kill(pid, signal.SIGKILL)
+
+
+def taker_spec(argv, version: str, **kwargs) -> ProcessSpec:
+    async def ready() -> bool:  # the pid file names a running taker
+        try:
+            pid = int(Path(argv[3]).read_text())
+        except (OSError, ValueError):
+            return False
+        return pid in pids_running(argv) + pids_running([*argv, "--takeover"])
+    return ProcessSpec("taker", argv, ready, version=version, handover_args=("--takeover",), **kwargs)
+
+
+async def test_a_helper_of_another_version_is_replaced_by_handover(tmp_path, taker, caplog):
+    caplog.set_level(logging.INFO, "overlay.supervise")
+    async with Supervisor.open(tmp_path) as sup:
+        old = await sup.supervise(taker_spec(taker, "1"))
+    assert alive(old.pid)
+    async with Supervisor.open(tmp_path) as sup:
+        new = await sup.supervise(taker_spec(taker, "2"))
+        assert not new.adopted and new.pid != old.pid and new.state == "running"
+        assert pids_running([*taker, "--takeover"]) == [new.pid] and not alive(old.pid)
+        record = json.loads((tmp_path / "helpers" / "taker.json").read_text())
+        assert record["pid"] == new.pid and record["version"] == "2" and record["argv"] == taker
+        assert f"pid {new.pid} took over from pid {old.pid}" in caplog.text
+        assert "runs version 1, this agent has 2" in caplog.text
+    # the replacement (started with --takeover) is what the next agent of version 2 adopts
+    async with Supervisor.open(tmp_path) as sup:
+        again = await sup.supervise(taker_spec(taker, "2", stop_grace=2))
+        assert again.adopted and again.pid == new.pid
+        await again.stop()
+    assert not alive(new.pid)
+
+
+async def test_a_failed_handover_keeps_the_old_helper(tmp_path, taker, caplog):
+    async with Supervisor.open(tmp_path) as sup:
+        old = await sup.supervise(taker_spec(taker, "1"))
+    before = json.loads((tmp_path / "helpers" / "taker.json").read_text())
+    Path(taker[3] + ".fail").touch()
+    async with Supervisor.open(tmp_path) as sup:
+        helper = await sup.supervise(taker_spec(taker, "2", stop_grace=2))
+        assert helper.adopted and helper.pid == old.pid and alive(old.pid)
+        assert pids_running([*taker, "--takeover"]) == []
+        assert json.loads((tmp_path / "helpers" / "taker.json").read_text()) == before
+        assert f"the replacement exited with status 3 before pid {old.pid} handed over; keeping pid {old.pid}" \
+            in caplog.text
+        await helper.stop()
+    assert not alive(old.pid)
+
+
+async def test_another_command_line_is_never_handed_over(tmp_path, taker):
+    """Descriptors a helper passes on are bound to its settings: another command line stops it first."""
+    async with Supervisor.open(tmp_path) as sup:
+        old = await sup.supervise(taker_spec(taker, "1"))
+    other = [*taker, "--other-setting"]
+    try:
+        async with Supervisor.open(tmp_path) as sup:
+            new = await sup.supervise(taker_spec(other, "2", stop_grace=2))
+            assert not alive(old.pid) and pids_running(other) == [new.pid]
+            assert pids_running([*other, "--takeover"]) == []
+            await new.stop()
+    finally:
+        for pid in pids_running(other):
             os.kill(pid, signal.SIGKILL)
 
 

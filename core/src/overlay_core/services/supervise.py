@@ -4,9 +4,12 @@ What: ``await supervisor.supervise(ProcessSpec(...))`` returns a ``Helper`` once
 ``ready()`` probe answers True. The helper is adopted when ``state_dir/helpers/<name>.json``
 names a live process with the recorded start time (``/proc/<pid>/stat`` field 22) and command
 line, else started in a session of its own with its output appended to
-``state_dir/helpers/<name>.log``. It is watched through a pidfd (which works for an adopted pid
-that is not our child), restarted with a ``Backoff`` when it dies or is not ready within
-``ready_timeout`` (one log line each time), and ``on_restart`` runs once it is ready again.
+``state_dir/helpers/<name>.log``. A recorded process with another command line is stopped
+first; one of another ``version`` too, unless the spec has ``handover_args``: then a new process
+started beside it takes its work over (the old one exits; if the new one fails, it is kept).
+It is watched through a pidfd (which works for an adopted pid that is not our child), restarted
+with a ``Backoff`` when it dies or is not ready within ``ready_timeout`` (one log line each
+time), and ``on_restart`` runs once it is ready again.
 Why: the data path lives in these daemons. An agent restart or ``kill -9`` must not take it
 down, so a survivor is never our process group's member nor tied to a pipe of ours; and a
 restarted daemon forgets its configuration, so its backend must be told to program it again.
@@ -59,6 +62,8 @@ class ProcessSpec:
     backoff_start: float = 0.5
     backoff_cap: float = 30.0
     stop_grace: float = 5.0  # SIGTERM, then SIGKILL after this many seconds
+    version: str = ""  # the helper's code; a recorded process of another version is replaced ("": not compared)
+    handover_args: Sequence[str] = ()  # appended to argv: a new version takes over from the old process
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -416,33 +421,78 @@ class Supervisor:
                 proc.close()
             self._remove_record(spec.name)
             return None
-        if spec.survive_agent and record["argv"] == list(spec.argv):
+        same_version = not spec.version or record.get("version") == spec.version
+        if spec.survive_agent and record["argv"] == list(spec.argv) and same_version:
             LOGGER.info("helper %s: adopting pid %d left running by the previous agent", spec.name, pid)
             helper.adopted = True
             return proc
-        why = "its command line changed" if spec.survive_agent else "it must not outlive its agent"
+        if not spec.survive_agent:
+            why = "it must not outlive its agent"
+        elif record["argv"] != list(spec.argv):
+            why = "its command line changed"
+        else:
+            why = f"it runs version {record.get('version') or '(unrecorded)'}, this agent has {spec.version}"
+        if spec.survive_agent and spec.handover_args and record["argv"] == list(spec.argv):
+            LOGGER.info("helper %s: replacing pid %d left by the previous agent (%s): the new process takes over "
+                        "from it", spec.name, pid, why)
+            return await self._hand_over(helper, proc, record)
         LOGGER.info("helper %s: stopping pid %d left by the previous agent: %s", spec.name, pid, why)
         await proc.terminate(spec.stop_grace)
         proc.close()
         self._remove_record(spec.name)
         return None
 
-    async def _spawn(self, helper: Helper) -> _Process:
+    async def _hand_over(self, helper: Helper, old: _Process, record: dict[str, Any]) -> _Process:
+        """Start the replacement with ``handover_args`` beside ``old`` and return it once ``old`` has
+        exited (it handed its work over). When the replacement cannot start, exits first or ``old``
+        does not exit within ``ready_timeout``, the replacement goes and ``old`` is kept (adopted)."""
+        spec = helper.spec
+        try:
+            new = await self._spawn(helper, spec.handover_args)
+        except OSError as exc:
+            problem, new = f"could not be started: {exc.strerror or exc}", None
+        else:
+            gone: list[_Process] = []
+
+            async def watch(proc: _Process, cancel: trio.CancelScope) -> None:
+                await proc.wait()
+                gone.append(proc)
+                cancel.cancel()
+
+            with trio.move_on_after(spec.ready_timeout):
+                async with trio.open_nursery() as nursery:
+                    for proc in (old, new):
+                        nursery.start_soon(watch, proc, nursery.cancel_scope)
+            if gone and gone[0] is old:
+                LOGGER.info("helper %s: pid %d took over from pid %d", spec.name, new.pid, old.pid)
+                old.close()
+                return new
+            problem = (f"{_describe(new.child.returncode if new.child else None)} before pid {old.pid} handed over"
+                       if gone else f"pid {old.pid} did not hand over within {spec.ready_timeout:g} s")
+            await new.terminate(spec.stop_grace)
+            new.close()
+        LOGGER.warning("helper %s: the replacement %s; keeping pid %d", spec.name, problem, old.pid)
+        atomic_write(self._record_path(spec.name), json.dumps(record) + "\n", 0o644)
+        helper.adopted = True
+        return old
+
+    async def _spawn(self, helper: Helper, extra_args: Sequence[str] = ()) -> _Process:
         """Start the helper (own session for a survivor), output appended to its log; OSError if it cannot run."""
         spec = helper.spec
+        argv = [*spec.argv, *extra_args]
         ensure_dir(self.directory)
         log_path = self.directory / f"{spec.name}.log"
         if log_path.exists() and log_path.stat().st_size > LOG_ROTATE_BYTES:
             os.replace(log_path, log_path.with_name(log_path.name + ".1"))
         with open(log_path, "ab") as log, trio.CancelScope(shield=True):
-            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} overlay: starting {list(spec.argv)}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} overlay: starting {argv}\n".encode())
             log.flush()
             child = await trio.lowlevel.open_process(
-                list(spec.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=spec.survive_agent, env={**os.environ, **spec.env},
             )
             proc = _Process(child.pid, child)
-            self._write_record(spec, child.pid)
+            self._write_record(spec, child.pid, argv)
         return proc
 
     # -- records and metrics ---------------------------------------------------------------
@@ -450,9 +500,11 @@ class Supervisor:
     def _record_path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
 
-    def _write_record(self, spec: ProcessSpec, pid: int) -> None:
-        record = {"pid": pid, "start_time": start_time(pid), "argv": list(spec.argv),
-                  "survive_agent": spec.survive_agent, "stop_grace": spec.stop_grace}
+    def _write_record(self, spec: ProcessSpec, pid: int, argv: list[str]) -> None:
+        """``argv``: the spec's (compared at adoption); ``cmdline``: what was run (handover arguments
+        included), until the ready process shows its own."""
+        record = {"pid": pid, "start_time": start_time(pid), "argv": list(spec.argv), "cmdline": argv,
+                  "version": spec.version, "survive_agent": spec.survive_agent, "stop_grace": spec.stop_grace}
         atomic_write(self._record_path(spec.name), json.dumps(record) + "\n", 0o644)
 
     def _note_cmdline(self, spec: ProcessSpec, pid: int) -> None:

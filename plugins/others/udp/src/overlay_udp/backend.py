@@ -13,6 +13,8 @@ the metrics, and keeps ``flannel0``'s address, MTU, state and network route as F
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import ipaddress
 import logging
 import sys
@@ -37,7 +39,7 @@ from overlay_core.options import option, read_options
 from overlay_core.retry import Backoff
 from overlay_core.services import ProcessSpec
 
-from . import control
+from . import __version__, control
 
 LOGGER = logging.getLogger("overlay.udp")
 
@@ -209,7 +211,8 @@ class UdpBackend(ReconcilingBackend):
             LOGGER.info("lease changed: restarting the forwarder for subnet %s", self.node.lease.subnet)
             await self.helper.stop()
             self.helper = None
-        spec = ProcessSpec(HELPER, argv, self._ready, ready_timeout=30.0)
+        spec = ProcessSpec(HELPER, argv, self._ready, ready_timeout=30.0, version=forwarder_version(),
+                           handover_args=("--takeover",))
         self.helper = await first_start(self.services, spec)
         reply = await control.request(self.control_path, "ping")
         LOGGER.info("forwarder pid %d %s: %s path, %d routes", reply["pid"],
@@ -293,6 +296,21 @@ class UdpBackend(ReconcilingBackend):
             detail = {name: (row or {}).get(name, 0) for name in PEER_COUNTERS}
             out[key] = dataclasses.replace(out[key], detail={**out[key].detail, **detail})
         return out
+
+
+AGENT_SIDE_MODULES = ("backend.py", "lab.py")  # not imported by the forwarder
+
+
+@functools.cache
+def forwarder_version() -> str:
+    """The forwarder's code: the package version and a digest of the modules it runs. A forwarder
+    left by an agent of other code (a package upgrade, even within one version number) is
+    replaced by handover: the new one takes its TUN, socket and table over, no packet is lost."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.name not in AGENT_SIDE_MODULES:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 async def first_start(services, spec: ProcessSpec):
