@@ -81,3 +81,22 @@ async def test_cancellation_stops_a_restarting_task():
         async with TaskGroup.open() as tasks:
             tasks.start_soon(fails, restart=Backoff(0.05, 0.05, jitter=0))
     assert 1 <= len(runs) < 10
+
+
+async def test_a_poll_runs_every_interval_survives_its_errors_and_starts_once_per_name(autojump_clock, caplog):
+    caplog.set_level(logging.DEBUG, "overlay.tasks")
+    runs = []
+
+    async def poll(tag):
+        runs.append((tag, trio.current_time()))
+        if len(runs) == 2:
+            raise ConnectionRefusedError("helper restarting")
+
+    async with TaskGroup.open() as tasks:
+        start = trio.current_time()
+        tasks.start_every(5.0, poll, "a", name="status")
+        tasks.start_every(5.0, poll, "b", name="status")  # the same poll again: ignored
+        await trio.sleep(12.0)
+        tasks.cancel_scope.cancel()
+    assert [(tag, round(t - start)) for tag, t in runs] == [("a", 0), ("a", 5), ("a", 10)]
+    assert "status: ConnectionRefusedError: helper restarting" in caplog.text

@@ -1,8 +1,9 @@
 """``TaskGroup``: the long-lived tasks of the agent and its backends, on one core-owned nursery.
 
 What: ``await tasks.start(fn, *args)`` (returns once ``fn`` calls ``task_status.started()``),
-``tasks.start_soon(fn, *args)``, and ``tasks.start_soon(fn, *args, restart=Backoff(...))`` for a
-task that may fail and should come back.
+``tasks.start_soon(fn, *args)``, ``tasks.start_soon(fn, *args, restart=Backoff(...))`` for a
+task that may fail and should come back, and ``tasks.start_every(seconds, fn, *args)`` for a poll
+(a helper's status, counters) that runs for as long as the agent does.
 Why: a backend may need a loop from any hook (a drift check, a helper watch), and the nursery it
 runs on must outlive the hook. A plain task that raises fails the agent (fail fast: a bug must
 not hide); a restarting one logs one line per failure and runs again after the backoff.
@@ -28,6 +29,7 @@ class TaskGroup:
     def __init__(self, nursery: trio.Nursery, logger: logging.Logger = LOGGER) -> None:
         self._nursery = nursery
         self._logger = logger
+        self._polls: set[str] = set()
 
     @classmethod
     @asynccontextmanager
@@ -52,6 +54,26 @@ class TaskGroup:
             self._nursery.start_soon(fn, *args, name=name)
         else:
             self._nursery.start_soon(self._restarting, fn, args, name, restart, name=name)
+
+    def start_every(self, interval: float, fn: Callable[..., Awaitable[Any]], *args: Any,
+                    name: str | None = None) -> None:
+        """Run ``fn(*args)`` now and then ``interval`` seconds after each run ends. A run that
+        raises is logged at debug level (a poll of a helper that is restarting fails, and the
+        helper's supervision reports that) and the next run comes as usual. A second call with
+        the same ``name`` does nothing, so a hook that fires again (a new lease) may call it."""
+        name = name or _name(fn)
+        if name not in self._polls:
+            self._polls.add(name)
+            self._nursery.start_soon(self._every, interval, fn, args, name, name=name)
+
+    async def _every(self, interval: float, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                     name: str) -> None:
+        while True:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                self._logger.debug("%s: %s: %s", name, type(exc).__name__, exc)
+            await trio.sleep(interval)
 
     async def _restarting(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], name: str,
                           backoff: Backoff) -> None:

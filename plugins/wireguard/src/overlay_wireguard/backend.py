@@ -83,7 +83,6 @@ class WireguardBackend(KernelBackend):
         self.devices: dict[str, WireguardDeviceTarget] = {}
         self.index: dict[str, int] = {}  # device name -> ifindex
         self.data_path = ""  # kernel.KERNEL or kernel.USERSPACE, chosen at start
-        self._status_started = False
 
     # -- start ------------------------------------------------------------------------------
 
@@ -176,9 +175,8 @@ class WireguardBackend(KernelBackend):
     @hookimpl
     async def overlay_lease_acquired(self) -> None:
         await self.ensure_devices()
-        if not self._status_started and self.services is not None:
-            self._status_started = True
-            self.services.tasks.start_soon(self._status_loop, name="wireguard peer status")
+        if self.services is not None:
+            self.services.tasks.start_every(STATUS_INTERVAL, self._refresh_status, name="wireguard peer status")
 
     # -- devices ----------------------------------------------------------------------------
 
@@ -242,16 +240,14 @@ class WireguardBackend(KernelBackend):
 
     # -- status -------------------------------------------------------------------------------
 
-    async def _status_loop(self) -> None:
-        """Keep handshake times and counters fresh for ``/readyz`` and metrics (a full reconcile
-        reads them too); a device that does not answer keeps its last figures."""
-        while True:
-            for target in self.devices.values():
-                try:
-                    target.last_status = (await target.client.get()).peers
-                except UapiError as exc:
-                    LOGGER.debug("peer status of %s: %s", target.name, exc)
-            await trio.sleep(STATUS_INTERVAL)
+    async def _refresh_status(self) -> None:
+        """Handshake times and counters for ``/readyz`` and metrics (a full reconcile reads them
+        too); a device that does not answer keeps its last figures."""
+        for target in self.devices.values():
+            try:
+                target.last_status = (await target.client.get()).peers
+            except UapiError as exc:
+                LOGGER.debug("peer status of %s: %s", target.name, exc)
 
     @hookimpl
     def overlay_peer_status(self) -> dict[str, PeerStatus]:

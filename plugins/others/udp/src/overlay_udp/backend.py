@@ -36,7 +36,6 @@ from overlay_core import (
 )
 from overlay_core.dataplane import intern
 from overlay_core.options import option, read_options
-from overlay_core.retry import Backoff
 from overlay_core.services import ProcessSpec
 
 from . import __version__, control
@@ -155,7 +154,6 @@ class UdpBackend(ReconcilingBackend):
         self.counters: dict[str, Any] = {}
         self.control_path = str(services.path("udp.sock")) if services is not None else "udp.sock"
         self.routes = ForwarderRoutes(self.control_path)
-        self.polling = False
         self.gauges: dict[str, Any] = {}
         if services is not None and services.registry is not None:
             from overlay_core.metrics import Gauge
@@ -218,9 +216,7 @@ class UdpBackend(ReconcilingBackend):
         LOGGER.info("forwarder pid %d %s: %s path, %d routes", reply["pid"],
                     "adopted" if self.helper.adopted else "started", reply["path"], reply["routes"])
         self.counters = {"path": reply["path"]}
-        if not self.polling:
-            self.polling = True
-            self.services.tasks.start_soon(self._poll_counters, name="udp counters", restart=Backoff(1.0, 30.0))
+        self.services.tasks.start_every(COUNTER_POLL, self._refresh_counters, name="udp counters")
 
     # -- the TUN device ----------------------------------------------------------------------
 
@@ -264,18 +260,17 @@ class UdpBackend(ReconcilingBackend):
 
     # -- counters ----------------------------------------------------------------------------
 
-    async def _poll_counters(self) -> None:
-        """Cache the forwarder's counters every few seconds: the status hooks are sync and cheap."""
-        while True:
-            try:
-                self.counters = await control.request(self.control_path, "counters")
-            except (control.ControlError, OSError) as exc:
-                LOGGER.debug("forwarder counters: %s", exc)
-                self.counters = {}
-            for name, gauge in self.gauges.items():
-                if isinstance(self.counters.get(name), int):
-                    gauge.set(self.counters[name])
-            await trio.sleep(COUNTER_POLL)
+    async def _refresh_counters(self) -> None:
+        """The forwarder's counters, cached: the status hooks are sync and cheap. None while it
+        does not answer (rather than stale figures)."""
+        try:
+            self.counters = await control.request(self.control_path, "counters")
+        except (control.ControlError, OSError):
+            self.counters = {}
+            raise
+        for name, gauge in self.gauges.items():
+            if isinstance(self.counters.get(name), int):
+                gauge.set(self.counters[name])
 
     @hookimpl
     def overlay_report(self) -> dict:
