@@ -4,6 +4,7 @@ import base64
 import json
 import subprocess
 import time
+from contextlib import contextmanager
 
 from overlay_core.testing.netns import http_get, ip, kernel_supports, nsexec  # noqa: F401 (re-exported for tests)
 from overlay_lab.lab import HEALTH_PORT, PREFIX
@@ -17,6 +18,22 @@ def wait_until(predicate, timeout=20.0, what="condition"):
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def no_ping_lost(src_ns: str, dst_ip: str, count: int):
+    """``count`` pings at 20 ms from ``src_ns`` to ``dst_ip`` across the with-block (the first
+    0.5 s before it); leaving waits for the last one and asserts that every one was answered."""
+    pinger = subprocess.Popen(["ip", "netns", "exec", src_ns, "ping", "-n", "-q", "-i", "0.02", "-c", str(count),
+                               dst_ip], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        yield
+        out, _ = pinger.communicate(timeout=60)
+    finally:
+        pinger.kill()
+        pinger.wait()
+    assert f"{count} packets transmitted, {count} received, 0% packet loss" in out, out
 
 
 def up_with_pods(lab, **kw):

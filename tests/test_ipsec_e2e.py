@@ -15,7 +15,7 @@ from overlay_ipsec.charon import kernel_has_esp, vici_session
 from overlay_lab.lab import HEALTH_PORT, PREFIX
 from overlay_lab.traffic import pods_of
 
-from .helpers import all_pings_ok, up_with_pods, wait_until
+from .helpers import all_pings_ok, no_ping_lost, up_with_pods, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -215,14 +215,10 @@ def test_agent_kill9_and_restart_lose_no_ping(lab):
     a, b = pods_of(lab)
     pid = charon_pid(lab, n1)
     before = installed(lab, n1)
-    pinger = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-n", "-q", "-i", "0.02", "-c", "400", b.ipv4],
-                              stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    assert lab.stop_agent(n1, signal.SIGKILL) == -9
-    lab.start_agent(n1)
-    lab.wait_ready([n1])
-    out, _ = pinger.communicate(timeout=60)
-    assert "400 packets transmitted, 400 received, 0% packet loss" in out, out
+    with no_ping_lost(a.ns, b.ipv4, 400):
+        assert lab.stop_agent(n1, signal.SIGKILL) == -9
+        lab.start_agent(n1)
+        lab.wait_ready([n1])
     helper = lab.readyz(n1)[1]["helpers"]["charon"]
     assert helper["pid"] == pid and helper["adopted"] is True
     assert installed(lab, n1) == before  # the same SAs: nothing was renegotiated

@@ -2,14 +2,20 @@
 and dual-stack, a deleted route is repaired, a restart under ping loses nothing."""
 
 import signal
-import subprocess
-import time
 
 import pytest
 from overlay_core.testing.netns import ip
 from overlay_lab.traffic import pods_of
 
-from .helpers import all_pings_ok, kernel_supports, lease_revisions, owned_routes, up_with_pods, wait_until
+from .helpers import (
+    all_pings_ok,
+    kernel_supports,
+    lease_revisions,
+    no_ping_lost,
+    owned_routes,
+    up_with_pods,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -54,13 +60,9 @@ def test_restart_under_ping_loses_no_packet(lab, backend, sig):
     n1 = lab.node(1)
     a, b = pods_of(lab)
     leases_before, routes_before = lease_revisions(lab), owned_routes(n1)
-    pinger = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-n", "-q", "-i", "0.02", "-c", "250", b.ipv4],
-                              stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    assert lab.stop_agent(n1, sig) == (0 if sig == signal.SIGTERM else -9)
-    lab.start_agent(n1)
-    lab.wait_ready([n1])
-    out, _ = pinger.communicate(timeout=30)
-    assert "250 packets transmitted, 250 received, 0% packet loss" in out, out
+    with no_ping_lost(a.ns, b.ipv4, 250):
+        assert lab.stop_agent(n1, sig) == (0 if sig == signal.SIGTERM else -9)
+        lab.start_agent(n1)
+        lab.wait_ready([n1])
     assert owned_routes(n1) == routes_before  # adopted, nothing changed
     assert lease_revisions(lab) == leases_before  # and the lease was not rewritten

@@ -17,7 +17,7 @@ from overlay_lab.lab import PREFIX
 from overlay_lab.traffic import bandwidth, pods_of
 from overlay_udp import control
 
-from .helpers import all_pings_ok, up_with_pods, wait_until
+from .helpers import all_pings_ok, no_ping_lost, up_with_pods, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd]
 
@@ -144,17 +144,10 @@ def test_agent_restart_under_ping_loses_nothing_and_adopts_the_forwarder(lab, si
     n1 = lab.node(1)
     a, b = pods_of(lab)
     pid = forwarder_pid(lab, n1)
-    pinger = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-n", "-q", "-i", "0.02", "-c", "250", b.ipv4],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.5)
+    with no_ping_lost(a.ns, b.ipv4, 250):
         assert lab.stop_agent(n1, sig) == (0 if sig == signal.SIGTERM else -9)
         lab.start_agent(n1)
         lab.wait_ready([n1])
-        out, _ = pinger.communicate(timeout=30)
-    finally:
-        pinger.kill()
-    assert "250 packets transmitted, 250 received, 0% packet loss" in out, out
     assert forwarder_pid(lab, n1) == pid and report(lab, n1)["helpers"][HELPER]["adopted"]
     assert f"adopting pid {pid}" in open(n1.log).read()
 
@@ -169,19 +162,12 @@ def test_agent_of_other_code_replaces_the_forwarder_by_handover_under_ping(lab):
     old, routes = forwarder_pid(lab, n1), forwarder_routes(lab, n1)
     old_cmdline, old_started = Path(f"/proc/{old}/cmdline").read_bytes().split(b"\0")[:-1], start_time(old)
     record_path = Path(lab.node_dir(n1), "state", "helpers", f"{HELPER}.json")
-    pinger = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-n", "-q", "-i", "0.02", "-c", "250", b.ipv4],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.5)
+    with no_ping_lost(a.ns, b.ipv4, 250):
         assert lab.stop_agent(n1, signal.SIGKILL) == -9
         record = json.loads(record_path.read_text())
         record_path.write_text(json.dumps({**record, "version": "0.0.1+older"}))
         lab.start_agent(n1)
         lab.wait_ready([n1])
-        out, _ = pinger.communicate(timeout=30)
-    finally:
-        pinger.kill()
-    assert "250 packets transmitted, 250 received, 0% packet loss" in out, out
     new = forwarder_pid(lab, n1)
     assert new != old and not report(lab, n1)["helpers"][HELPER]["adopted"]
     wait_until(lambda: not is_same_process(old, old_started, [a.decode() for a in old_cmdline]), timeout=10,

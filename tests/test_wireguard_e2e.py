@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 from overlay_core.testing.netns import http_get, ip
@@ -19,7 +18,7 @@ from overlay_lab.traffic import ping, ping_matrix, pods_of
 from overlay_wireguard.kernel import DATA_PATH_ENV, kernel_wireguard_available
 from overlay_wireguard.keys import KeyPair, public_key_of
 
-from .helpers import lease_revisions, up_with_pods, wait_until
+from .helpers import lease_revisions, no_ping_lost, up_with_pods, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.etcd,
               pytest.mark.skipif(not shutil.which("wireguard-go"), reason="wireguard-go is not installed")]
@@ -200,15 +199,11 @@ def test_agent_stop_and_restart_lose_no_ping_and_adopt_wireguard_go(lab, sig):
     index = facts(lab, n1)["wireguard_devices"]["flannel-wg"]["index"]
     leases_before = lease_revisions(lab)
     assert ping(a.ns, b.ipv4, count=2)[1] == 2  # handshake done before the clock starts
-    pinger = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-n", "-q", "-i", "0.02", "-c", "300", b.ipv4],
-                              stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    assert lab.stop_agent(n1, sig) == (0 if sig == signal.SIGTERM else -9)
-    assert os.path.exists(f"/proc/{pid}")  # wireguard-go outlives its agent, stopped or killed
-    lab.start_agent(n1)
-    lab.wait_ready([n1])
-    out, _ = pinger.communicate(timeout=30)
-    assert "300 packets transmitted, 300 received, 0% packet loss" in out, out
+    with no_ping_lost(a.ns, b.ipv4, 300):
+        assert lab.stop_agent(n1, sig) == (0 if sig == signal.SIGTERM else -9)
+        assert os.path.exists(f"/proc/{pid}")  # wireguard-go outlives its agent, stopped or killed
+        lab.start_agent(n1)
+        lab.wait_ready([n1])
     after = facts(lab, n1)
     assert after["wireguard_devices"]["flannel-wg"]["wireguard_go_pid"] == pid
     assert after["wireguard_devices"]["flannel-wg"]["index"] == index

@@ -1,13 +1,10 @@
 """Generic netlink requests through the netlink thread, against the kernel's own ``nlctrl``
 family, in a namespace of the test's own (a script run there with ``ip netns exec``)."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
-from overlay_core.testing.netns import add_namespace, delete_namespace
+from overlay_core.testing.netns import python_in_fresh_namespace
 
 pytestmark = pytest.mark.netns
 
@@ -61,15 +58,7 @@ trio.run(main)
 
 
 def test_generic_family_requests_on_the_netlink_thread():
-    ns = f"ovw-genl{os.getpid()}"
-    add_namespace(ns)
-    try:
-        done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT], capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        out = json.loads(done.stdout)
-    finally:
-        delete_namespace(ns)
+    out = python_in_fresh_namespace(f"ovw-genl{os.getpid()}", SCRIPT)
     assert "nlctrl" in out["families"]
     assert out["refused"] == ["generic netlink nlctrl: No such file or directory", 2]
     assert out["missing"] == ("this kernel has no generic netlink family 'overlay-none' (its module is not loaded): "

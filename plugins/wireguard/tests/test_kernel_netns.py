@@ -3,13 +3,10 @@
 module exists the device is made, configured and read back; here (no module) both requests reach
 the kernel and come back as one-line ``KernelFeatureMissingError``s."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
-from overlay_core.testing.netns import add_namespace, delete_namespace
+from overlay_core.testing.netns import python_in_fresh_namespace
 
 pytestmark = pytest.mark.netns
 
@@ -52,15 +49,7 @@ trio.run(main)
 
 
 def test_kernel_device_through_core_links_and_generic_netlink():
-    ns = f"ovw-wgk{os.getpid()}"
-    add_namespace(ns)
-    try:
-        done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT], capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        out = json.loads(done.stdout)
-    finally:
-        delete_namespace(ns)
+    out = python_in_fresh_namespace(f"ovw-wgk{os.getpid()}", SCRIPT)
     if "link" in out:  # the module exists: a real kernel device, configured and read back
         assert out["link"] == ["wireguard", "created"]
         assert out["state"] == [True, [[True, "192.0.2.2:51820", ["10.5.2.0/24"]]]]

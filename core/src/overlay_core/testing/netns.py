@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 CLONE_NEWNET = 0x40000000
@@ -92,6 +94,18 @@ def kernel_supports(kind: str) -> bool:
 def delete_namespace(ns: str) -> None:
     kill_all(ns)
     ip("netns", "del", ns, check=False)
+
+
+def python_in_fresh_namespace(ns: str, script: str, timeout: float = 60) -> object:
+    """Run ``python -c script`` in a namespace made for it (deleted afterwards, also on failure)
+    and return the JSON value the script printed last: for a test that needs a whole process in
+    a namespace (netlink sockets belong to the namespace they were opened in)."""
+    add_namespace(ns)
+    try:
+        done = nsexec(ns, sys.executable, "-c", script, timeout=timeout)
+    finally:
+        delete_namespace(ns)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def connect(ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int = 1500) -> None:
