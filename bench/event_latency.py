@@ -3,7 +3,7 @@ change its VTEP MAC, remove it) are written to etcd one at a time; for each, the
 etcd write to the kernel object present (or gone) on the watching agent, seen through a netlink
 event subscription in this process. Baseline, same run: the etcd write alone (put round trip).
 
-    sudo .venv/bin/python bench/event_latency.py [--peers 1000] [--changes 500]
+    sudo .venv/bin/python bench/event_latency.py [--peers 1000] [--changes 500] [--agent-source DIR]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def inner(peers: int, changes: int) -> None:
+def inner(peers: int, changes: int, source: str | None = None) -> None:
     etcd = Etcd()
     stop = threading.Event()
     q: queue.Queue = queue.Queue()
@@ -82,7 +82,7 @@ def inner(peers: int, changes: int) -> None:
     try:
         etcd.config()
         etcd.load_peers(peers)
-        agent = Agent.start("--reconcile-interval=600")
+        agent = Agent.start("--reconcile-interval=600", source=source)
         agent.wait_ready()
         reader = threading.Thread(target=events, args=(q, stop), daemon=True)
         reader.start()
@@ -124,7 +124,7 @@ def inner(peers: int, changes: int) -> None:
         print(f"{peers} peers in place, {changes} changes one at a time; etcd write -> kernel object (ms)")
         print(table(rows, ["change", "n", "p50", "p90", "p99", "max"]))
         path = write_result("event_latency", {
-            "peers": peers, "changes": changes, "target": "p50 <= 10 ms, p99 <= 50 ms",
+            "peers": peers, "changes": changes, "agent_source": source, "target": "p50 <= 10 ms, p99 <= 50 ms",
             "p50_ms": percentile(allv, 50), "p90_ms": percentile(allv, 90), "p99_ms": percentile(allv, 99),
             "max_ms": max(allv), "by_kind": {k: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99)}
                                              for k, v in latencies.items()},
@@ -141,4 +141,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=500)
-    main(__file__, parser, lambda args: inner(args.peers, args.changes))
+    parser.add_argument("--agent-source", help="measure the agent of this checkout (another revision) instead")
+    main(__file__, parser, lambda args: inner(args.peers, args.changes, args.agent_source))
