@@ -106,6 +106,12 @@ class ReconcilingBackend(Backend):
         """Where this backend's objects live, in the order they are programmed."""
         raise NotImplementedError
 
+    async def cleanup_targets(self) -> list[Target]:
+        """The targets ``overlay-core cleanup`` converges to nothing, the agent stopped, after
+        ``overlay_network_config`` only: ``targets()``. A backend whose targets need a lookup first
+        (instance metadata, an API client) opens them here, changing nothing."""
+        return list(self.targets())
+
     def plan(self, peer: Lease) -> PeerPlan:
         """Pure: how to reach ``peer`` given the node's current devices and interface."""
         raise NotImplementedError

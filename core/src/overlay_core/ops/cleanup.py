@@ -203,7 +203,7 @@ class NodeCleanup:
             manager = PluginManager()
             manager.register(backend, name=f"backend:{cls.type}")
             await Hooks(manager).network_config(config, node)
-            return list(backend.targets())
+            return await backend.cleanup_targets()
         except Exception as exc:  # what the backend refuses offline: say so, keep the generic part
             self.notes.append(f"backend {cls.type} could not be set up offline ({type(exc).__name__}: {exc}): "
                               "only core's kernel objects are looked for")

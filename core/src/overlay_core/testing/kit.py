@@ -19,8 +19,9 @@ Optional class attributes: ``drift`` (what the drift check deletes: "route", "de
 function ``(lab, node) -> repaired`` that breaks something and returns a predicate), ``secrets``
 (option names whose values must never be logged), ``ignored_options`` (declared options accepted
 with any value); methods ``backend_state(lab, node)`` (text of state kept outside the node's
-kernel tables, e.g. a cloud's route table) and ``public_ip_moved(lab, node, old_ip, subnet)`` (the
-operator's part of a node's address change, if the backend leaves one to people).
+kernel tables, e.g. a cloud's route table), ``outside_of(lab, node)`` (what the backend made for
+the node outside it, which ``overlay-core cleanup`` must remove) and ``public_ip_moved(lab, node,
+old_ip, subnet)`` (the operator's part of a node's address change, if the backend leaves one to people).
 """
 
 from __future__ import annotations
@@ -158,6 +159,11 @@ class Conformance:
     def backend_state(self, lab: Any, node: Any) -> str:
         """State the backend keeps outside the node's kernel tables (override: e.g. a cloud's
         routes), searched like ``node_state`` by the peer checks."""
+        return ""
+
+    def outside_of(self, lab: Any, node: Any) -> str:
+        """Text of what the backend made for ``node`` outside the node itself (override: e.g. its
+        route in a cloud's table); ``overlay-core cleanup`` on the node must leave it empty."""
         return ""
 
     def public_ip_moved(self, lab: Any, node: Any, old_ip: str, subnet: str) -> None:
@@ -444,7 +450,7 @@ class Conformance:
     def test_cleanup_leaves_nothing(self, kit):
         """The agent is stopped and ``overlay-core cleanup`` runs on its node: no device, route,
         nft table or iptables chain (flannel-*, FLANNEL-*), XFRM entry, process or subnet file of
-        the backend is left; a second run removes nothing."""
+        the backend is left, nor anything ``outside_of`` shows; a second run removes nothing."""
         lab, node = kit.lab, kit.node(1)
         lab.stop_agent(node, signal.SIGTERM, timeout=30.0)
         state_dir = os.path.join(lab.node_dir(node), "state")
@@ -462,6 +468,8 @@ class Conformance:
         assert xfrm == "", f"XFRM entries left:\n{xfrm}"
         assert pids_in(node.ns) == [], f"processes left in {node.ns}: {pids_in(node.ns)}"
         assert not os.path.exists(node.subnet_file), "the subnet file is left"
+        outside = self.outside_of(lab, node)
+        assert outside == "", f"left outside the node:\n{outside}\n{first.stdout}"
         second = nsexec(node.ns, *env_cmd, *cmd, check=False, timeout=120)
         said = [line for line in second.stdout.splitlines() if line and not line.startswith("note:")]
         assert second.returncode == 0 and said == ["nothing of overlay's found on this node"], \

@@ -59,7 +59,7 @@ async def test_api_changes_reach_the_kernel_table(router, target):
             assert kernel_route(router) == ""
             await converge(target, [target.route_for(SUBNET)])
             assert kernel_route(router).startswith(f"{SUBNET} via {CLOUD.instance_ip}")
-            await target.remove_own()
+            await converge(target, [])
             assert kernel_route(router) == ""
     assert vpc.on_change.errors == []
 

@@ -144,14 +144,15 @@ async def test_conflicting_route_is_reported_never_overwritten(vpc, api, target)
     assert len(own(vpc)) == 1 and target.problem is None
 
 
-async def test_remove_own_removes_exactly_our_route(vpc, api, target):
+async def test_cleanup_removes_exactly_our_route(vpc, api, target):
+    """``overlay-core cleanup`` converges the target to nothing."""
     vpc.console_add(CLOUD.table_id, "10.5.7.0/24", OTHER_NODE)
     vpc.console_add(CLOUD.table_id, "172.31.0.0/24", str(NODE))
     await converge(target, [target.route_for(SUBNET)])
-    assert await target.remove_own() == 0
+    assert await core_converge(target, []) == (0, 1)
     assert sorted((r.destination, r.gateway_id) for r in vpc.routes(CLOUD.table_id)) == [
         ("10.5.7.0/24", OTHER_NODE), ("172.31.0.0/24", str(NODE))]
-    assert await target.remove_own() == 0  # nothing left: one describe, no write
+    assert await core_converge(target, []) == (0, 0)  # nothing left: one describe, no write
     assert api.calls["DeleteRoutes"] == 1
 
 

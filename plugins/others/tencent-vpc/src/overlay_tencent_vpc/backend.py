@@ -84,6 +84,11 @@ class TencentVpcBackend(ReconcilingBackend):
     def targets(self) -> list:
         return [self.target] if self.target is not None else []
 
+    async def cleanup_targets(self) -> list:
+        """For ``overlay-core cleanup``: the VPC route table, through the instance metadata and the
+        API as the agent opens them (this node's own routes are what it then deletes)."""
+        return [await self._open()]
+
     # -- desired state -------------------------------------------------------------------------
 
     def plan(self, peer) -> PeerPlan:

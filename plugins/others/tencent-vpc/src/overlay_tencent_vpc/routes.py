@@ -193,10 +193,6 @@ class VpcRouteTarget:
             failed += await self._write("CreateRoutes", creates, table.table_id)
         return failed
 
-    async def remove_own(self) -> int:
-        """Cleanup: delete exactly the routes we own (one describe, at most one DeleteRoutes); returns failures."""
-        return await self.apply([], await self.dump())
-
     # -- helpers ----------------------------------------------------------------------------
     async def _write(self, action: str, routes: list[VpcRoute], table_id: str) -> int:
         try:
