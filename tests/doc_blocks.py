@@ -91,3 +91,17 @@ def run_pytest(cwd: str, path: str, *args: str, timeout: float = 900) -> subproc
     """pytest in ``cwd`` (a package directory) with ``path`` on PYTHONPATH."""
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd,
                           env=env_with(path), capture_output=True, text=True, timeout=timeout)
+
+
+def unit_tests_pass(pkg: str, target: str) -> str:
+    """Run the package's ``tests/test_unit.py`` (installed in ``target``); assert they pass; their output."""
+    proc = run_pytest(pkg, target, "tests/test_unit.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def kit_passes(pkg: str, target: str) -> str:
+    """Run all the package's tests, its conformance kit included; assert they pass; their output."""
+    proc = run_pytest(pkg, target, "-rs")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc.stdout

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from overlay_lab.lab import Lab
 
-from .doc_blocks import pip_install_target, run_pytest
+from .doc_blocks import kit_passes, pip_install_target, unit_tests_pass
 from .helpers import all_pings_ok, leases, up_with_pods
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "overlay-staticroutes")
@@ -26,18 +26,14 @@ def installed(tmp_path_factory):
 
 
 def test_its_unit_tests_pass(installed):
-    pkg, target = installed
-    proc = run_pytest(pkg, target, "tests/test_unit.py")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout
+    out = unit_tests_pass(*installed)
+    assert " passed" in out and "skipped" not in out
 
 
 @pytest.mark.netns
 @pytest.mark.etcd
 def test_it_passes_the_conformance_kit(installed):
-    pkg, target = installed
-    proc = run_pytest(pkg, target, "-rs")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    kit_passes(*installed)
 
 
 @pytest.mark.netns

@@ -9,7 +9,7 @@ import sys
 import pytest
 from overlay_lab.newbackend import Names, render
 
-from .doc_blocks import blocks, pip_install_target, run_pytest
+from .doc_blocks import blocks, kit_passes, pip_install_target, unit_tests_pass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,15 +34,11 @@ def test_the_template_is_the_tutorial_backend_renamed():
 
 
 def test_its_unit_tests_pass_unchanged(generated):
-    pkg, target = generated
-    proc = run_pytest(pkg, target, "tests/test_unit.py")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout
+    out = unit_tests_pass(*generated)
+    assert re.search(r"\b4 passed\b", out), out
 
 
 @pytest.mark.netns
 @pytest.mark.etcd
 def test_it_passes_the_conformance_kit_unchanged(generated):
-    pkg, target = generated
-    proc = run_pytest(pkg, target, "-rs")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    kit_passes(*generated)

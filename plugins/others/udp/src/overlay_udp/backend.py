@@ -209,7 +209,8 @@ class UdpBackend(ReconcilingBackend):
             LOGGER.info("lease changed: restarting the forwarder for subnet %s", self.node.lease.subnet)
             await self.helper.stop()
             self.helper = None
-        spec = ProcessSpec(HELPER, argv, self._ready, ready_timeout=30.0, version=forwarder_version(),
+        version = await trio.to_thread.run_sync(forwarder_version)  # reads the package's modules, once
+        spec = ProcessSpec(HELPER, argv, self._ready, ready_timeout=30.0, version=version,
                            handover_args=("--takeover",))
         self.helper = await first_start(self.services, spec)
         reply = await control.request(self.control_path, "ping")
