@@ -260,6 +260,46 @@ async def test_converge_initiates_a_child_sa_nobody_else_restarts(tmp_path):
         lab.down()
 
 
+async def test_removing_a_peer_ends_its_half_open_ike_sa(tmp_path):
+    """Peer b begins an IKE_SA with node a, but its IKE_AUTH never arrives (a drops UDP 4500 from
+    b): a holds a half-open SA without connection name. When b leaves a's peers, converge ends
+    that SA too, not only the ones named after b's connection (charon alone keeps it 30 s)."""
+    lab = IpsecLab(tmp_path / "lab", count=2)
+    agent = hand = None
+    try:
+        lab.up()
+        a, b = lab.nodes
+        for node in lab.nodes:
+            lab.start_charon(node)
+        run("ip", "netns", "exec", a.ns, "nft", "add table inet t; add chain inet t in { type filter hook input "
+            f"priority 0; }}; add rule inet t in ip saddr {b.public_ip} udp dport 4500 drop")
+        agent = Agent(a, [b])
+        await agent.converge()  # a starts toward b and is stuck: b's answers to 4500 are dropped
+        hand = ViciClient(b.paths.vici)
+        objects = Agent(b, [a]).desired().objects
+        for shared in [o for o in objects if isinstance(o, SharedKey)]:
+            await hand.load_shared(shared)
+        await hand.load_conn(next(o for o in objects if isinstance(o, ConnSpec)))  # b starts toward a at once
+
+        async def toward_b() -> list:
+            return [ike for ike in await agent.client.list_sas() if ike.remote_host == str(b.public_ip)]
+
+        with trio.fail_after(15):
+            named = {c.name for c in await agent.client.list_conns()}
+            while not any(ike.conn not in named for ike in await toward_b()):
+                await trio.sleep(0.2)  # b's attempt answered by a: half open, no name yet
+        agent.peers = []
+        await agent.converge()
+        with trio.fail_after(5):
+            while await toward_b():
+                await trio.sleep(0.2)
+    finally:
+        for client in (agent.client if agent else None, hand):
+            if client is not None:
+                await client.aclose()
+        lab.down()
+
+
 @pytest.mark.skipif(not kernel_has_esp(), reason="this kernel has no ESP (xfrm states cannot be added): "
                     "kernel mode is covered down to its exact xfrm policies; libipsec mode runs instead")
 async def test_kernel_mode_mesh(tmp_path):

@@ -163,9 +163,20 @@ class CharonTarget:
             name = obj.name if isinstance(obj, ConnSpec) else obj.loaded.name
             await self.client.unload_conn(name)
             await _ignore_missing(self.client.terminate(name))  # unload-conn leaves the SAs running
+            if isinstance(obj, ConnSpec):
+                await self._end_half_open(str(obj.peer.public_ip), name)
         elif isinstance(obj, ChildUp):
             await _ignore_missing(self.client.terminate(obj.conn, obj.child))
         self._loaded.pop(obj.key, None)
+
+    async def _end_half_open(self, address: str, removed: str) -> None:
+        """End the IKE_SAs with a removed peer that ``terminate`` by connection name misses: one the
+        peer began (we answered its IKE_SA_INIT) carries no connection name until IKE_AUTH, and
+        if the peer went away meanwhile charon would keep it for its half-open timeout."""
+        wanted = {key[1] for key in self._loaded if key[0] == "ipsec-conn"} - {removed}
+        for ike in await self.client.list_sas():
+            if ike.remote_host == address and ike.conn not in wanted:
+                await _ignore_missing(self.client.terminate_ike_sa(ike.uniqueid))
 
     def peer_status(self, conn: ConnSpec) -> PeerSaStatus:
         """SA state of one desired connection, from the last dump."""

@@ -214,6 +214,11 @@ class ViciClient:
         message = {"ike": conn, "timeout": "-1", **({"child": child} if child else {})}
         await self._run(f"terminate {conn}", lambda s: list(s.terminate(message)))
 
+    async def terminate_ike_sa(self, uniqueid: str) -> None:
+        """End one IKE_SA by its unique id (also one still half open, which has no connection name yet)."""
+        message = {"ike-id": uniqueid, "timeout": "-1"}
+        await self._run(f"terminate IKE_SA #{uniqueid}", lambda s: list(s.terminate(message)))
+
     async def check_esp_proposal(self, proposal: str) -> None:
         """Ask charon whether it can parse ``proposal`` (its keyword table includes the loaded
         crypto plugins): load a throwaway connection with it and unload it again. A one-line
